@@ -1,0 +1,23 @@
+"""The SAE engine: pure torch/numpy, no AnnData."""
+
+from ._io import load, save
+from ._metrics import activation_stats, fvu, max_decoder_cosine
+from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
+from ._train import FitResult, check_data, default_lr, fit, geometric_median, resolve_device
+
+__all__ = [
+    "ACTIVATIONS",
+    "Codes",
+    "FitResult",
+    "SparseAutoencoder",
+    "activation_stats",
+    "check_data",
+    "default_lr",
+    "fit",
+    "fvu",
+    "geometric_median",
+    "load",
+    "max_decoder_cosine",
+    "resolve_device",
+    "save",
+]

@@ -1,0 +1,76 @@
+"""Save and load models as safetensors with a JSON config; loading runs no code from the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ._sae import SparseAutoencoder
+
+FORMAT = "cellsae_kit.SparseAutoencoder/1"
+
+
+def save(model: SparseAutoencoder, path: str | Path) -> Path:
+    """Write a model to a ``.safetensors`` file; its JSON config travels in the file's metadata.
+
+    Parameters
+    ----------
+    model
+        The model to save.
+    path
+        Target file; ``.safetensors`` is appended when missing.
+
+    Returns
+    -------
+    The path written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from cellsae_kit.models import SparseAutoencoder, save, load
+    >>> path = save(SparseAutoencoder(8, 16, k=2), pathlib.Path(tempfile.mkdtemp()) / "sae")
+    >>> load(path).n_features
+    16
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": FORMAT, "config": json.dumps(model.config())})
+    return path
+
+
+def load(path: str | Path, *, device: str = "cpu") -> SparseAutoencoder:
+    """Read a model written by :func:`save`.
+
+    Parameters
+    ----------
+    path
+        The ``.safetensors`` file.
+    device
+        Where to put the weights.
+
+    Returns
+    -------
+    The model, in eval mode.
+
+    Examples
+    --------
+    See :func:`save`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No model file at {path}; pass the path that cellsae_kit.models.save returned.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no iteration)
+    except Exception as err:  # noqa: BLE001 (safetensors raises several types for a foreign file)
+        raise ValueError(f"{path} is not a safetensors file written by cellsae_kit ({err}).") from err
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} was not written by cellsae_kit.models.save (format {metadata.get('format')!r}).")
+    model = SparseAutoencoder.from_weights(json.loads(metadata["config"]), tensors)
+    return model.to(device).eval()

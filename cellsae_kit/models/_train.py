@@ -1,0 +1,558 @@
+"""Training loop with the modern SAE recipes: centring, tied init, unit-norm decoder, AuxK, schedules."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import sparse
+from tqdm.auto import tqdm
+
+from ._metrics import activation_stats, max_decoder_cosine
+from ._sae import Activation, SparseAutoencoder, check_config, to_tensor
+
+Center = Literal["mean", "median", "none"]
+Precision = Literal["float32", "bfloat16"]
+CENTERS: tuple[str, ...] = ("mean", "median", "none")
+K_AUX_CAP = 256
+RESAMPLE_NORM = 0.2
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    model
+        The trained model (best validation epoch), in eval mode, on the training device.
+    codes
+        Activations of every input cell (CSR, cells x features).
+    history
+        Per-epoch lists: ``epoch``, ``loss``, ``fvu_train``, ``fvu_validation``, ``l0``, ``dead_fraction``, ``lr``.
+    metrics
+        Final ``fvu_train``, ``fvu_validation``, ``l0``, ``dead_fraction``, ``dense_fraction``,
+        ``max_decoder_cosine``, ``best_epoch`` and ``n_epochs``.
+    train_indices, validation_indices
+        Row numbers of the training and validation cells.
+    params
+        The resolved training parameters (learning rate, epochs, device, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.models import fit
+    >>> result = fit(np.random.default_rng(0).normal(size=(100, 5)), n_features=8, k=2, n_epochs=2, progress=False)
+    >>> sorted(result.metrics)[:3]
+    ['best_epoch', 'dead_fraction', 'dense_fraction']
+    """
+
+    model: SparseAutoencoder
+    codes: sparse.csr_matrix
+    history: dict[str, list[float]]
+    metrics: dict[str, float]
+    train_indices: np.ndarray
+    validation_indices: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA when available, else CPU; check that an explicit CUDA device exists.
+
+    Examples
+    --------
+    >>> from cellsae_kit.models import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was requested but PyTorch sees no CUDA GPU; use device='cpu'.")
+    return device
+
+
+def default_lr(n_features: int) -> float:
+    """Learning rate heuristic ``2e-4 / sqrt(n_features / 2**14)`` (larger dictionaries learn slower).
+
+    Examples
+    --------
+    >>> from cellsae_kit.models import default_lr
+    >>> default_lr(4096)
+    0.0004
+    """
+    return 2e-4 / math.sqrt(n_features / 2**14)
+
+
+def check_data(X: Any, name: str = "the input") -> None:
+    """Raise a clear error for data an SAE cannot be trained on or applied to.
+
+    Parameters
+    ----------
+    X
+        Cells x dimensions, dense or sparse.
+    name
+        How to name the data in messages, e.g. ``"adata.obsm['X_pca']"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.models import check_data
+    >>> check_data(np.array([[1.0, np.nan]]), "my embedding")
+    Traceback (most recent call last):
+    ...
+    ValueError: my embedding contains NaN or infinite values in 1 of 1 cells; ...
+    """
+    if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
+        raise TypeError(f"{name} is a {type(X).__name__}; expected a numpy array or a scipy sparse matrix.")
+    if X.ndim != 2:
+        raise ValueError(f"{name} has {X.ndim} dimensions; expected a 2-D cells x features matrix.")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise TypeError(f"{name} has dtype {X.dtype}, which is not real-valued numeric; convert it to float.")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} has zero cells; there is nothing to encode.")
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has zero dimensions; choose a representation with at least one.")
+    values = X.data if sparse.issparse(X) else X
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = ~np.isfinite(X.toarray() if sparse.issparse(X) else X).all(axis=1)
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {int(bad.sum())} of {X.shape[0]} cells; remove or impute "
+            "them first (for example subset to the finite cells)."
+        )
+
+
+def split(n_cells: int, validation_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random train / validation split; the validation set has at least one cell when the fraction is positive."""
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+    n_val = 0 if validation_fraction == 0 else max(1, round(validation_fraction * n_cells))
+    if n_cells - n_val < 1:
+        raise ValueError(f"{n_cells} cell(s) leave none to train on after the validation split; pass more cells.")
+    perm = rng.permutation(n_cells)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def geometric_median(x: np.ndarray, *, n_iter: int = 100, tol: float = 1e-6) -> np.ndarray:
+    """Geometric median of the rows of ``x`` by Weiszfeld's algorithm (robust centre for skewed data).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.models import geometric_median
+    >>> geometric_median(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [100.0, 100.0]])).round(2)
+    array([0.5, 0.5])
+    """
+    x = np.asarray(x, dtype=np.float64)
+    m = np.median(x, axis=0)
+    for _ in range(n_iter):
+        w = 1.0 / np.maximum(np.linalg.norm(x - m, axis=1), 1e-12)
+        new = (w[:, None] * x).sum(axis=0) / w.sum()
+        if np.linalg.norm(new - m) <= tol * max(1.0, np.linalg.norm(m)):
+            return new
+        m = new
+    return m
+
+
+def _rows(X: np.ndarray | sparse.spmatrix | torch.Tensor, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    if isinstance(X, torch.Tensor):
+        return X[torch.as_tensor(idx, device=X.device)].to(device, non_blocking=True)
+    return to_tensor(X[idx], device)
+
+
+def _centre_and_scale(X, train_idx: np.ndarray, center: str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Find the data centre and the scale that makes the mean distance from it ``sqrt(d)`` (on a sample)."""
+    sample = train_idx if len(train_idx) <= 20_000 else np.sort(rng.choice(train_idx, 20_000, replace=False))
+    x = X[sample]
+    x = np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
+    if center == "mean":
+        mean = X[train_idx].mean(axis=0)
+        c = np.asarray(mean, dtype=np.float64).ravel()
+    elif center == "median":
+        c = geometric_median(x)
+    else:
+        c = np.zeros(x.shape[1])
+    spread = np.linalg.norm(x - c, axis=1).mean()
+    if spread == 0:
+        raise ValueError("All cells have the same input vector; there is no variation for an SAE to learn.")
+    return c, float(math.sqrt(x.shape[1]) / spread)
+
+
+class _FVU:
+    """Streaming FVU: accumulates squared error and the sums needed for the variance around the data mean."""
+
+    def __init__(self):
+        self.sse = self.sum = self.sumsq = 0.0
+        self.n = 0
+
+    def add(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        x, x_hat = x.double(), x_hat.double()
+        self.sse += float(((x - x_hat) ** 2).sum())
+        self.sum = self.sum + x.sum(0)
+        self.sumsq += float((x**2).sum())
+        self.n += x.shape[0]
+
+    def value(self) -> float:
+        total = self.sumsq - float((self.sum**2).sum()) / self.n if self.n else 0.0
+        return self.sse / total if total > 0 else float("nan")
+
+
+@torch.no_grad()
+def _evaluate(model: SparseAutoencoder, X, idx: np.ndarray, batch_size: int, device: torch.device) -> float:
+    if len(idx) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    acc = _FVU()
+    for start in range(0, len(idx), batch_size):
+        x = _rows(X, idx[start : start + batch_size], device).float()
+        acc.add(x * model.input_scale, model(x)[0].float())
+    model.train(was_training)
+    return acc.value()
+
+
+def _schedule(total_steps: int, warmup_fraction: float, decay_fraction: float):
+    warmup = max(1, int(warmup_fraction * total_steps))
+    decay_start = int((1 - decay_fraction) * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if step >= decay_start:
+            return max(0.0, (total_steps - step) / max(1, total_steps - decay_start))
+        return 1.0
+
+    return factor
+
+
+def fit(
+    X: np.ndarray | sparse.spmatrix,
+    *,
+    n_features: int = 512,
+    activation: Activation = "topk",
+    k: int = 16,
+    l1_coef: float = 0.05,
+    center: Center = "mean",
+    init: Literal["data", "random"] = "data",
+    batch_size: int = 1024,
+    n_epochs: int | None = None,
+    lr: float | None = None,
+    validation_fraction: float = 0.1,
+    patience: int | None = None,
+    aux_coef: float = 1 / 32,
+    k_aux: int | None = None,
+    dead_window: int | None = None,
+    resample: bool = True,
+    warmup_fraction: float = 0.05,
+    decay_fraction: float = 0.2,
+    random_state: int = 0,
+    device: str | torch.device = "auto",
+    precision: Precision = "float32",
+    progress: bool = True,
+    input_name: str = "the input",
+    metadata: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train a sparse autoencoder on a cells x dimensions matrix.
+
+    Parameters
+    ----------
+    X
+        Cells x input dimensions, dense or sparse (CSR rows are densified one minibatch at a time).
+    n_features
+        Dictionary size.
+    activation
+        ``"topk"``, ``"batchtopk"`` or ``"relu"`` (see :class:`SparseAutoencoder`).
+    k
+        Active features per cell (TopK) or on average (BatchTopK).
+    l1_coef
+        L1 weight of the ReLU SAE.
+    center
+        Initialise the decoder bias (subtracted before encoding) at the ``"mean"`` or geometric ``"median"`` of
+        the training cells, or at zero (``"none"``, as in the reference study).
+    batch_size
+        Cells per optimisation step (capped at the number of training cells).
+    n_epochs
+        Passes over the training cells; by default enough for at least 3,000 steps and 10 epochs (at most 3,000).
+    lr
+        Adam learning rate; by default ``2e-4 / sqrt(n_features / 2**14)``. Linear warm-up over the first
+        ``warmup_fraction`` of steps and linear decay to zero over the last ``decay_fraction``.
+    validation_fraction
+        Fraction of cells held out for validation FVU and early stopping (0 turns both off).
+    patience
+        Stop after this many epochs without a better validation FVU (default: a tenth of ``n_epochs``, at
+        least 5); the best epoch's weights are kept.
+    aux_coef
+        Weight of the AuxK loss, which lets the dead features with the largest pre-activations reconstruct the
+        residual error (``k_aux = min(256, n_inputs // 2)``).
+    dead_window
+        A feature is dead once it has not fired for this many training cells (default: one epoch).
+    warmup_fraction, decay_fraction
+        Shape of the learning rate schedule.
+    random_state
+        Seed for initialisation, split and shuffling; CPU runs with the same seed are bit-for-bit identical.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision
+        ``"bfloat16"`` runs the forward pass under bf16 autocast on a GPU; on the CPU it falls back to float32.
+    progress
+        Show a tqdm progress bar.
+    input_name
+        How errors name the data.
+    metadata
+        Stored with the model (see :class:`SparseAutoencoder`).
+
+    Returns
+    -------
+    A :class:`FitResult`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.models import fit
+    >>> X = np.random.default_rng(0).normal(size=(300, 10)).astype("float32")
+    >>> result = fit(X, n_features=32, k=4, n_epochs=5, progress=False)
+    >>> result.codes.shape
+    (300, 32)
+    """
+    check_data(X, input_name)
+    n_cells, n_inputs = X.shape
+    if n_cells < 2:
+        raise ValueError(f"{input_name} has a single cell; an SAE needs at least two (one to train, one to check).")
+    check_config(n_inputs, n_features, activation, k, l1_coef)
+    if center not in CENTERS:
+        raise ValueError(f"center={center!r} is not known; choose one of {', '.join(CENTERS)}.")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision={precision!r} is not known; choose 'float32' or 'bfloat16'.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1.")
+    if n_epochs is not None and n_epochs < 1:
+        raise ValueError(f"n_epochs={n_epochs} must be at least 1.")
+    device = resolve_device(device)
+    if precision == "bfloat16" and device.type != "cuda":
+        warnings.warn("precision='bfloat16' needs a CUDA GPU; training in float32 on the CPU.", stacklevel=2)
+        precision = "float32"
+
+    rng = np.random.default_rng(random_state)
+    generator = torch.Generator().manual_seed(int(random_state))
+    train_idx, val_idx = split(n_cells, validation_fraction, rng)
+    n_train = len(train_idx)
+    batch_size = min(int(batch_size), n_train)
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    if n_epochs is None:
+        n_epochs = int(min(3000, max(10, math.ceil(3000 / steps_per_epoch))))
+    patience = max(5, n_epochs // 10) if patience is None else int(patience)
+    lr = default_lr(n_features) if lr is None else float(lr)
+    dead_window = max(n_train, 10 * batch_size) if dead_window is None else int(dead_window)
+    k_aux = K_AUX_CAP if k_aux is None else int(k_aux)
+
+    centre, scale = _centre_and_scale(X, train_idx, center, rng)
+    model = SparseAutoencoder(n_inputs, n_features, activation=activation, k=k, l1_coef=l1_coef, metadata=metadata)
+    model.reset_parameters(generator)
+    with torch.no_grad():
+        model.input_scale.fill_(scale)
+        model.b_dec.copy_(torch.as_tensor(centre * scale, dtype=torch.float32))
+    if init == "data":
+        _init_from_cells(model, X, train_idx, generator)
+    model.to(device).train()
+
+    # Dense data that fits is moved to the device once; sparse data is densified batch by batch.
+    data = X
+    if not sparse.issparse(X):
+        data = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        if device.type == "cuda" and data.numel() * 4 < 0.25 * torch.cuda.mem_get_info(device)[0]:
+            data = data.to(device)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(n_epochs * steps_per_epoch, warmup_fraction, decay_fraction)
+    )
+    since_fired = torch.zeros(n_features, dtype=torch.long, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    history: dict[str, list[float]] = {
+        k_: [] for k_ in ("epoch", "loss", "fvu_train", "fvu_validation", "l0", "dead_fraction", "lr")
+    }
+    best = (math.inf, 0, _snapshot(model))
+    calibration_idx = np.sort(rng.choice(train_idx, min(n_train, 4096), replace=False))
+
+    bar = tqdm(range(n_epochs), desc="training SAE", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        order = train_idx[rng.permutation(n_train)]
+        fvu_acc, loss_sum, active_sum = _FVU(), 0.0, 0
+        for start in range(0, n_train, batch_size):
+            x = _rows(data, np.sort(order[start : start + batch_size]), device).float()
+            target = x * model.input_scale
+            with autocast:
+                pre = model.pre_activations(x)
+                codes = model.select(pre)
+                x_hat = model.decode(codes, x.shape[0])
+            x_hat, pre = x_hat.float(), pre.float()
+            loss = (target - x_hat).pow(2).sum(1).mean() / n_inputs
+            if activation == "relu":
+                loss = loss + l1_coef * (codes.values.float() * model.W_dec.norm(dim=1)).sum(1).mean()
+
+            active = codes.values != 0
+            fired = torch.zeros(n_features, dtype=torch.bool, device=device)
+            if codes.indices is None:
+                fired |= active.any(0)
+            else:
+                fired[codes.indices[active]] = True
+            since_fired += x.shape[0]
+            since_fired[fired] = 0
+            dead = since_fired >= dead_window
+            if aux_coef > 0 and bool(dead.any()):
+                loss = loss + aux_coef * _aux_loss(model, pre, dead, target - x_hat.detach(), k_aux)
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if model.unit_norm_decoder:
+                _project_decoder_grad(model)
+            optimizer.step()
+            scheduler.step()
+            if model.unit_norm_decoder:
+                with torch.no_grad():
+                    model.W_dec /= model.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            if resample and bool(dead.any()):
+                _resample(model, optimizer, dead, target, x_hat.detach(), generator)
+                since_fired[dead] = 0
+            fvu_acc.add(target.detach(), x_hat.detach())
+            loss_sum += float(loss.detach()) * x.shape[0]
+            active_sum += int(active.sum())
+
+        if activation == "batchtopk":
+            _calibrate_threshold(model, data, calibration_idx, device)
+        val_fvu = _evaluate(model, data, val_idx, max(batch_size, 4096), device)
+        history["epoch"].append(epoch + 1)
+        history["loss"].append(loss_sum / n_train)
+        history["fvu_train"].append(fvu_acc.value())
+        history["fvu_validation"].append(val_fvu)
+        history["l0"].append(active_sum / n_train)
+        history["dead_fraction"].append(float(dead.float().mean()))
+        history["lr"].append(scheduler.get_last_lr()[0])
+        score = val_fvu if len(val_idx) else history["fvu_train"][-1]
+        if score < best[0]:
+            best = (score, epoch + 1, _snapshot(model))
+        bar.set_postfix(fvu=f"{score:.3f}", l0=f"{history['l0'][-1]:.1f}", refresh=False)
+        if epoch + 1 - best[1] >= patience:
+            break
+    bar.close()
+
+    model.load_state_dict(best[2])
+    model.eval()
+    codes = model.transform(X, batch_size=max(batch_size, 4096))
+    metrics = {
+        "fvu_train": _evaluate(model, data, train_idx, max(batch_size, 4096), device),
+        "fvu_validation": _evaluate(model, data, val_idx, max(batch_size, 4096), device),
+        **activation_stats(codes),
+        "max_decoder_cosine": max_decoder_cosine(model.W_dec.detach().cpu()),
+        "best_epoch": best[1],
+        "n_epochs": len(history["epoch"]),
+    }
+    params = {
+        "n_features": n_features,
+        "activation": activation,
+        "k": k,
+        "l1_coef": l1_coef,
+        "center": center,
+        "init": init,
+        "batch_size": batch_size,
+        "n_epochs": n_epochs,
+        "lr": lr,
+        "validation_fraction": validation_fraction,
+        "patience": patience,
+        "aux_coef": aux_coef,
+        "k_aux": k_aux,
+        "dead_window": dead_window,
+        "resample": resample,
+        "warmup_fraction": warmup_fraction,
+        "decay_fraction": decay_fraction,
+        "random_state": random_state,
+        "device": str(device),
+        "precision": precision,
+    }
+    return FitResult(model, codes, history, metrics, train_idx, val_idx, params)
+
+
+@torch.no_grad()
+def _init_from_cells(model: SparseAutoencoder, X, train_idx: np.ndarray, generator: torch.Generator) -> None:
+    """Point decoder rows at randomly drawn training cells (relative to the centre), encoder tied.
+
+    Random directions in a strongly anisotropic space (PCA coordinates, for example) mostly point where the data
+    has little variance; those features never win a top-k slot and die at once. Cell directions cover the data.
+    """
+    n_train, m = len(train_idx), model.n_features
+    if m <= n_train:
+        draw = torch.randperm(n_train, generator=generator)[:m]
+    else:
+        draw = torch.randint(n_train, (m,), generator=generator)
+    picks = train_idx[draw.numpy()]
+    x = to_tensor(X[np.sort(picks)], "cpu")
+    target = x * model.input_scale - model.b_dec
+    w = target + 0.1 * target.norm(dim=1).mean() / math.sqrt(model.n_inputs) * model.W_dec
+    w /= w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    model.W_dec.copy_(w)
+    model.W_enc.copy_(w.T)
+    # Neighbouring cells give near-parallel features that all fire at full strength: shrink the encoder so that
+    # the first reconstruction has the least squared error.
+    r = model.decode(model.encode(x), x.shape[0]) - model.b_dec
+    model.W_enc.mul_(((target * r).sum() / (r * r).sum().clamp_min(1e-12)).clamp(1e-3, 1.0))
+
+
+@torch.no_grad()
+def _calibrate_threshold(model: SparseAutoencoder, X, idx: np.ndarray, device: torch.device) -> None:
+    """Set the BatchTopK inference threshold so that the given cells keep ``k`` features each on average."""
+    pre = F.relu(model.pre_activations(_rows(X, idx, device).float())).flatten()
+    n_keep = min(model.k * len(idx), pre.numel())
+    model.threshold.fill_(float(pre.topk(n_keep, sorted=False).values.min()))
+
+
+def _snapshot(model: SparseAutoencoder) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def _aux_loss(
+    model: SparseAutoencoder, pre: torch.Tensor, dead: torch.Tensor, residual: torch.Tensor, k_aux: int
+) -> torch.Tensor:
+    """AuxK: reconstruct the residual with the top dead features, normalised by the residual's variance."""
+    k_aux = min(k_aux, int(dead.sum()))
+    values, indices = pre.masked_fill(~dead, -math.inf).topk(k_aux, dim=1, sorted=False)
+    residual_hat = F.embedding_bag(indices, model.W_dec, per_sample_weights=F.relu(values), mode="sum")
+    variance = (residual - residual.mean(0)).pow(2).sum(1).mean().clamp_min(1e-12)
+    return (residual_hat - residual).pow(2).sum(1).mean() / variance
+
+
+@torch.no_grad()
+def _resample(model, optimizer, dead, target, x_hat, generator) -> None:
+    """Point dead features at cells the model reconstructs worst (drawn with probability ~ squared error).
+
+    The new decoder row is the cell's centred input direction, the encoder column the same direction at the
+    live features' mean norm, so the feature fires for that cell; Adam's moments for it are reset.
+    """
+    idx = torch.nonzero(dead).squeeze(1)
+    err = (target - x_hat).pow(2).sum(1).double().cpu()
+    weights = err if err.sum() > 0 else torch.ones_like(err)
+    cells = torch.multinomial(weights, len(idx), replacement=True, generator=generator).to(target.device)
+    direction = target[cells] - model.b_dec
+    direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    alive = ~dead
+    # A fifth of the live norm, as in Bricken et al. (2023): the feature wins its cell without swamping others.
+    enc_norm = RESAMPLE_NORM * model.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(RESAMPLE_NORM)
+    model.W_dec[idx] = direction
+    model.W_enc[:, idx] = direction.T * enc_norm
+    model.b_enc[idx] = 0.0
+    for param, sl in ((model.W_dec, (idx,)), (model.W_enc, (slice(None), idx)), (model.b_enc, (idx,))):
+        for moment in optimizer.state.get(param, {}).values():
+            if torch.is_tensor(moment) and moment.shape == param.shape:
+                moment[sl] = 0.0
+
+
+def _project_decoder_grad(model: SparseAutoencoder) -> None:
+    """Remove the gradient component along each unit-norm decoder row, so steps move along the sphere."""
+    w, g = model.W_dec, model.W_dec.grad
+    if g is not None:
+        g.sub_((g * w).sum(1, keepdim=True) * w.detach())

@@ -1,0 +1,154 @@
+"""``tl.encode`` and ``tl.get_model``: apply a trained SAE to cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+
+from .._docs import doc_params
+from ..models import SparseAutoencoder, load, resolve_device
+from ._input import check_adata, get_input
+from ._sae import store
+
+
+@doc_params
+def get_model(adata: AnnData, key: str = "sae") -> SparseAutoencoder:
+    """Rebuild the trained SAE stored in ``adata.uns[key]``.
+
+    The model carries its input (``use_rep``, ``layer`` and, for expression, the gene names) in its
+    ``metadata``, so it can be saved with :func:`cellsae_kit.models.save` and applied elsewhere.
+
+    Parameters
+    ----------
+    {adata}
+    {key}
+
+    Returns
+    -------
+    The model on the CPU, in eval mode.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellsae_kit as csk
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> csk.tl.sae(adata, "X_pca", n_features=32, k=4, n_epochs=5, progress=False)
+    >>> csk.tl.get_model(adata).n_features
+    32
+    """
+    check_adata(adata)
+    if key not in adata.uns:
+        raise KeyError(f"adata.uns has no {key!r}: train an SAE first with cellsae_kit.tl.sae(adata, ...).")
+    entry = adata.uns[key]
+    if "params" not in entry or "weights" not in entry:
+        raise KeyError(f"adata.uns[{key!r}] lacks 'params' or 'weights'; it was not written by cellsae_kit.tl.sae.")
+    params = entry["params"]
+    config = {name: params[name] for name in ("n_inputs", "n_features", "activation", "k", "l1_coef")}
+    metadata = {"use_rep": str(params.get("use_rep", "X"))}
+    if "layer" in params:
+        metadata["layer"] = str(params["layer"])
+    if "var_names" in entry:
+        metadata["var_names"] = [str(g) for g in entry["var_names"]]
+    return SparseAutoencoder.from_weights(
+        {**{name: _scalar(v) for name, v in config.items()}, "metadata": metadata}, entry["weights"]
+    ).eval()
+
+
+@doc_params
+def encode(
+    adata: AnnData,
+    model: SparseAutoencoder | AnnData | str | Path | None = None,
+    *,
+    key: str = "sae",
+    key_added: str | None = None,
+    batch_size: int = 8192,
+    device: str = "auto",
+    copy: bool = False,
+) -> AnnData | None:
+    """Encode cells with a trained SAE.
+
+    The input is the one the SAE was trained on (the same ``obsm`` key, or expression with the same genes, which
+    are put in the model's order). Use it to encode new cells with a reference SAE, or to recompute activations
+    from an ``.h5ad`` file alone.
+
+    Parameters
+    ----------
+    {adata}
+    model
+        The SAE: ``None`` (the one in ``adata.uns[key]``), an AnnData holding one under ``uns[key]``, a file
+        written by :func:`cellsae_kit.models.save`, or a :class:`~cellsae_kit.models.SparseAutoencoder`.
+    {key}
+    key_added
+        Name of the outputs (default ``key``): ``obsm["X_<key_added>"]``, and ``uns[key_added]`` with the
+        model's parameters and weights when the model came from elsewhere.
+    batch_size
+        Cells encoded at once.
+    {device}
+    {copy}
+
+    {copy_returns}
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellsae_kit as csk
+    >>> ref = sc.datasets.pbmc68k_reduced()
+    >>> csk.tl.sae(ref, "X_pca", n_features=32, k=4, n_epochs=5, progress=False)
+    >>> query = ref[:100].copy()
+    >>> del query.obsm["X_sae"]
+    >>> csk.tl.encode(query, ref)
+    >>> query.obsm["X_sae"].shape
+    (100, 32)
+    """
+    check_adata(adata)
+    own_model = model is None
+    if model is None:
+        model = get_model(adata, key)
+    elif isinstance(model, AnnData):
+        model = get_model(model, key)
+    elif isinstance(model, str | Path):
+        model = load(model)
+    elif not isinstance(model, SparseAutoencoder):
+        raise TypeError(f"model is a {type(model).__name__}; pass None, an AnnData, a model file or an SAE.")
+    key_added = key if key_added is None else key_added
+
+    meta = model.metadata
+    data = get_input(adata, meta.get("use_rep", "X"), meta.get("layer"))
+    X = data.X
+    if "var_names" in meta:
+        X = _align_genes(adata, X, meta["var_names"])
+    if X.shape[1] != model.n_inputs:
+        raise ValueError(
+            f"{data.name} has {X.shape[1]} dimensions but the SAE was trained on {model.n_inputs}; encode the "
+            "same representation it was trained on (for PCA, project the new cells with the reference loadings)."
+        )
+    model = model.to(resolve_device(device))
+    codes = model.transform(X, batch_size=batch_size)
+
+    adata = adata.copy() if copy else adata
+    if own_model and key_added == key:
+        adata.obsm[f"X_{key}"] = codes
+    else:
+        store(adata, model.cpu(), key_added, codes=codes)
+    return adata if copy else None
+
+
+def _align_genes(adata: AnnData, X, var_names: list[str]):
+    """Columns of ``X`` in the model's gene order; an error names what is missing."""
+    index = adata.var_names.get_indexer(var_names)
+    missing = [g for g, i in zip(var_names, index, strict=True) if i < 0]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the SAE's {len(var_names)} genes are missing from adata.var_names (e.g. "
+            f"{', '.join(missing[:5])}); encode data with the same genes (match the gene identifiers and subset or "
+            "reindex adata)."
+        )
+    if np.array_equal(index, np.arange(adata.n_vars)):
+        return X
+    return X[:, index]
+
+
+def _scalar(value):
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,208 @@
+"""``tl.sae``: train a sparse autoencoder on a representation of the cells and store it the scverse way."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._docs import doc_params
+from ..models import SparseAutoencoder, fit
+from ..models._sae import Activation
+from ._input import Input, get_input
+
+logger = logging.getLogger("cellsae_kit")
+
+
+@doc_params
+def sae(
+    adata: AnnData,
+    use_rep: str | None = None,
+    *,
+    layer: str | None = None,
+    n_features: int = 512,
+    k: int = 16,
+    activation: Activation = "topk",
+    l1_coef: float = 0.05,
+    n_epochs: int | None = None,
+    batch_size: int = 1024,
+    lr: float | None = None,
+    validation_fraction: float = 0.1,
+    loadings: str | None = None,
+    key_added: str = "sae",
+    random_state: int = 0,
+    device: str = "auto",
+    precision: str = "float32",
+    progress: bool = True,
+    copy: bool = False,
+    **fit_kwargs: Any,
+) -> AnnData | None:
+    """Train a sparse autoencoder (SAE) on a representation of the cells.
+
+    An SAE rewrites each cell as a few active *features* out of a large dictionary; each feature is a direction
+    in the representation (and, through a linear map, a gene program). Training uses the modern recipes:
+    centring on the data mean, unit-norm decoder rows, AuxK and resampling against dead features, a learning
+    rate scaled to the dictionary size with warm-up and decay, and early stopping on held-out cells.
+
+    Parameters
+    ----------
+    {adata}
+    {use_rep}
+    {layer}
+    n_features
+        Dictionary size (number of features).
+    k
+        Active features per cell (``"topk"``) or on average (``"batchtopk"``).
+    activation
+        ``"topk"``, ``"batchtopk"`` or ``"relu"`` (ReLU with an L1 penalty weighted by the decoder norms).
+    l1_coef
+        L1 weight for ``activation="relu"``.
+    n_epochs
+        Passes over the cells; by default enough for about 3,000 optimisation steps.
+    batch_size
+        Cells per optimisation step.
+    lr
+        Learning rate; by default ``2e-4 / sqrt(n_features / 2**14)``.
+    validation_fraction
+        Fraction of cells held out for the validation FVU and early stopping.
+    loadings
+        ``varm`` key of the genes x dimensions map of ``use_rep`` (for example ``"PCs"`` for ``"X_pca"``), used to
+        express features as gene loadings. By default it is looked up (``PCs`` for PCA, a ``varm`` entry named
+        like ``use_rep``); representations without one (scVI, foundation models) get no ``varm`` entry.
+    {key_added}
+    random_state
+        Seed; CPU runs with the same seed give identical results.
+    {device}
+    precision
+        ``"float32"``, or ``"bfloat16"`` (autocast on a GPU).
+    progress
+        Show a progress bar.
+    {copy}
+    **fit_kwargs
+        Further options of :func:`cellsae_kit.models.fit` (``center``, ``patience``, ``aux_coef``, ...).
+
+    {copy_returns}
+    Writes
+
+    - ``obsm["X_<key_added>"]``: activations, cells x features (CSR, float32);
+    - ``varm["<key_added>_loadings"]``: genes x features, when a linear map to genes exists (expression input,
+      or a representation with loadings such as PCA; genes outside the map get zero rows);
+    - ``uns[key_added]``: ``params``, ``metrics`` (FVU on train and validation cells, L0, dead and dense
+      fractions, maximum decoder cosine), ``history`` (per epoch), ``weights`` (enough to encode new cells with
+      :func:`cellsae_kit.tl.encode`), ``validation_indices`` and, for expression input, ``var_names``.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellsae_kit as csk
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> csk.tl.sae(adata, "X_pca", n_features=64, k=4, n_epochs=20, progress=False)
+    >>> adata.obsm["X_sae"].shape, adata.varm["sae_loadings"].shape
+    ((700, 64), (765, 64))
+    """
+    data = get_input(adata, use_rep, layer)
+    loadings_key = _find_loadings(adata, data, loadings)
+    metadata = {"use_rep": data.use_rep} | ({"layer": data.layer} if data.layer else {})
+    if data.is_expression:
+        metadata["var_names"] = adata.var_names.tolist()
+    result = fit(
+        data.X,
+        n_features=n_features,
+        activation=activation,
+        k=k,
+        l1_coef=l1_coef,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        validation_fraction=validation_fraction,
+        random_state=random_state,
+        device=device,
+        precision=precision,
+        progress=progress,
+        input_name=data.name,
+        metadata=metadata,
+        **fit_kwargs,
+    )
+    gene_loadings = _gene_loadings(adata, result.model, data, loadings_key)
+
+    # Everything succeeded: only now touch the user's object.
+    adata = adata.copy() if copy else adata
+    store(adata, result.model, key_added, codes=result.codes, gene_loadings=gene_loadings)
+    uns = adata.uns[key_added]
+    uns["params"] |= _drop_none(
+        {**result.params, "use_rep": data.use_rep, "layer": data.layer, "loadings": loadings_key}
+    )
+    uns["metrics"] = {name: float(value) for name, value in result.metrics.items()}
+    uns["history"] = pd.DataFrame(result.history)
+    uns["validation_indices"] = result.validation_indices.astype(np.int64)
+    return adata if copy else None
+
+
+def store(
+    adata: AnnData,
+    model: SparseAutoencoder,
+    key: str,
+    *,
+    codes: Any,
+    gene_loadings: np.ndarray | None = None,
+) -> None:
+    """Write activations, loadings, parameters and weights of an SAE into ``adata`` under one key."""
+    adata.obsm[f"X_{key}"] = codes
+    if gene_loadings is not None:
+        adata.varm[f"{key}_loadings"] = gene_loadings
+    meta = model.metadata
+    params = {name: value for name, value in model.config().items() if name != "metadata"}
+    params |= {"use_rep": meta.get("use_rep", "X"), "n_inputs": model.n_inputs} | _drop_none(
+        {"layer": meta.get("layer")}
+    )
+    entry = {"params": params, "weights": model.weights()}
+    if "var_names" in meta:
+        entry["var_names"] = np.asarray(meta["var_names"], dtype=object)
+    adata.uns[key] = entry
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    # h5ad cannot store None
+    return {name: value for name, value in d.items() if value is not None}
+
+
+def _find_loadings(adata: AnnData, data: Input, loadings: str | None) -> str | None:
+    """Find the ``varm`` key of a genes x dimensions map for the input representation, or ``None``."""
+    n_dims = data.X.shape[1]
+    if data.is_expression:
+        if loadings is not None:
+            raise ValueError("loadings= is only for obsm representations; expression input needs no map.")
+        return None
+    if loadings is not None:
+        if loadings not in adata.varm:
+            raise KeyError(f"loadings={loadings!r} is not in adata.varm. Available: {', '.join(adata.varm) or 'none'}.")
+        if adata.varm[loadings].shape[1] != n_dims:
+            raise ValueError(
+                f"adata.varm[{loadings!r}] has {adata.varm[loadings].shape[1]} columns but {data.name} has {n_dims} "
+                "dimensions; pass the loadings of that representation."
+            )
+        return loadings
+    candidates = [data.use_rep, data.use_rep.removeprefix("X_")]
+    if data.use_rep.removeprefix("X_") == "pca":
+        candidates.append("PCs")
+    for key in candidates:
+        if key in adata.varm and adata.varm[key].shape[1] == n_dims:
+            return key
+    logger.info("No genes x dimensions map for %s: no gene loadings are written.", data.name)
+    return None
+
+
+def _gene_loadings(
+    adata: AnnData, model: SparseAutoencoder, data: Input, loadings_key: str | None
+) -> np.ndarray | None:
+    """Map each feature's decoder direction, in the input's units, to genes (genes x features)."""
+    decoder = model.W_dec.detach().cpu().double().numpy().T / float(model.input_scale)
+    if data.is_expression:
+        return decoder.astype(np.float32)
+    if loadings_key is None:
+        return None
+    genes_by_dims = np.asarray(adata.varm[loadings_key], dtype=np.float64)
+    return (genes_by_dims @ decoder).astype(np.float32)

@@ -1,0 +1,72 @@
+"""Package-wide conventions: signatures, docstrings, and the two install routes agreeing."""
+
+import inspect
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+import cellsae_kit as csk
+
+ROOT = Path(__file__).parents[1]
+PUBLIC = [(f"{mod.__name__}.{name}", getattr(mod, name)) for mod in (csk.tl, csk.models) for name in mod.__all__]
+TOOLS = [(name, f) for name, f in PUBLIC if name.startswith("cellsae_kit.tl.")]
+
+
+@pytest.mark.parametrize(("name", "func"), TOOLS)
+def test_scanpy_signature_conventions(name, func):
+    params = list(inspect.signature(func).parameters.values())
+    assert params[0].name == "adata", f"{name}: adata must come first"
+    positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert len(positional) <= 3, f"{name}: at most 3 positional parameters"
+    for p in params:
+        if p.name in ("copy", "key_added", "layer"):
+            assert p.kind is inspect.Parameter.KEYWORD_ONLY, f"{name}: {p.name} must be keyword-only"
+        if p.name == "copy":
+            assert p.default is False
+
+
+@pytest.mark.parametrize(("name", "obj"), [(n, o) for n, o in PUBLIC if callable(o)])
+def test_public_api_is_documented_with_an_example(name, obj):
+    doc = inspect.getdoc(obj) or ""
+    assert doc, f"{name} has no docstring"
+    assert "Examples" in doc, f"{name} has no example"
+    if inspect.isfunction(obj):
+        hints = obj.__annotations__
+        assert "return" in hints, f"{name} lacks a return type hint"
+
+
+def _name(req: str) -> str:
+    return re.sub(r"[-_.]+", "-", Requirement(req).name).lower()
+
+
+def test_environment_yml_matches_pyproject_and_constraints():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    ranges = {_name(d): Requirement(d).specifier for d in wanted}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pinned = {_name(line): Requirement(line) for line in pip_section if not line.startswith("-")}
+    assert set(pinned) == set(ranges)
+    constraints = {
+        _name(line): line.split("==")[1].strip()
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert constraints["torch"] == "2.13.0"
+    for name, req in pinned.items():
+        version = next(iter(req.specifier)).version
+        assert version == constraints[name], f"{name}: environment.yml and constraints.txt disagree"
+        assert ranges[name].contains(version, prereleases=True), f"{name} {version} is outside pyproject's range"
+
+
+def test_namespaces_import_as_modules():
+    import cellsae_kit.models
+    import cellsae_kit.tl
+
+    assert cellsae_kit.tl is csk.tl and cellsae_kit.models is csk.models
+    assert csk.__version__

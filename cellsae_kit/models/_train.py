@@ -275,6 +275,10 @@ def fit(
     center
         Initialise the decoder bias (subtracted before encoding) at the ``"mean"`` or geometric ``"median"`` of
         the training cells, or at zero (``"none"``, as in the reference study).
+    init
+        ``"data"`` points the decoder rows at randomly drawn training cells (relative to the centre), which keeps
+        features alive in anisotropic spaces such as PCA; ``"random"`` draws random unit directions. Either way
+        the encoder starts as the decoder's transpose.
     batch_size
         Cells per optimisation step (capped at the number of training cells).
     n_epochs
@@ -289,9 +293,15 @@ def fit(
         least 5); the best epoch's weights are kept.
     aux_coef
         Weight of the AuxK loss, which lets the dead features with the largest pre-activations reconstruct the
-        residual error (``k_aux = min(256, n_inputs // 2)``).
+        residual error.
+    k_aux
+        Dead features used by AuxK per cell (default 256, capped at the number of dead features).
     dead_window
-        A feature is dead once it has not fired for this many training cells (default: one epoch).
+        A feature is dead once it has not fired for this many training cells (default: one epoch or ten
+        steps, whichever is more).
+    resample
+        Re-point dead features at the worst-reconstructed cells of the batch (Bricken et al., 2023). AuxK alone
+        revives features slowly when there are few cells per feature.
     warmup_fraction, decay_fraction
         Shape of the learning rate schedule.
     random_state
@@ -327,6 +337,8 @@ def fit(
     check_config(n_inputs, n_features, activation, k, l1_coef)
     if center not in CENTERS:
         raise ValueError(f"center={center!r} is not known; choose one of {', '.join(CENTERS)}.")
+    if init not in ("data", "random"):
+        raise ValueError(f"init={init!r} is not known; choose 'data' or 'random'.")
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision={precision!r} is not known; choose 'float32' or 'bfloat16'.")
     if batch_size < 1:

@@ -155,6 +155,7 @@ def test_bad_data(X, error, message):
         ({"k": 8}, "smaller than n_features"),
         ({"n_features": 0}, "at least one feature"),
         ({"center": "mode"}, "center"),
+        ({"init": "zeros"}, "init"),
         ({"precision": "fp8"}, "precision"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"batch_size": 0}, "batch_size"),

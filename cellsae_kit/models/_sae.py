@@ -18,7 +18,8 @@ class Codes(NamedTuple):
     """Sparse activations of a batch.
 
     ``values`` and ``indices`` have one row per cell and ``k`` columns (TopK), or are flat with ``rows`` naming the
-    cell of each entry (BatchTopK in training). ReLU models return dense ``values`` and ``indices=None``.
+    cell of each entry, in increasing order (BatchTopK in training). ReLU models return dense ``values`` and
+    ``indices=None``.
 
     Examples
     --------
@@ -134,9 +135,9 @@ class SparseAutoencoder(nn.Module):
             return Codes(pre * (pre > self.threshold), None)
         if self.activation == "batchtopk":
             n_keep = min(self.k * pre.shape[0], pre.numel())
-            values, flat = F.relu(pre).flatten().topk(n_keep, sorted=False)
+            flat = F.relu(pre).flatten().topk(n_keep, sorted=False).indices.sort().values
             rows = torch.div(flat, self.n_features, rounding_mode="floor")
-            return Codes(values, flat % self.n_features, rows)
+            return Codes(pre.flatten()[flat].clamp_min(0), flat % self.n_features, rows)
         values, indices = pre.topk(self.k, dim=1, sorted=False)
         return Codes(F.relu(values), indices)
 
@@ -147,10 +148,11 @@ class SparseAutoencoder(nn.Module):
         elif codes.rows is None:
             weights = codes.values.to(self.W_dec.dtype)
             out = F.embedding_bag(codes.indices, self.W_dec, per_sample_weights=weights, mode="sum")
-        else:
+        else:  # BatchTopK in training: a variable number of features per cell, rows sorted
             n_cells = int(codes.rows.max()) + 1 if n_cells is None else n_cells
-            out = torch.zeros(n_cells, self.n_inputs, dtype=codes.values.dtype, device=codes.values.device)
-            out = out.index_add(0, codes.rows, codes.values[:, None] * self.W_dec[codes.indices])
+            offsets = torch.searchsorted(codes.rows, torch.arange(n_cells, device=codes.rows.device))
+            weights = codes.values.to(self.W_dec.dtype)
+            out = F.embedding_bag(codes.indices, self.W_dec, offsets, per_sample_weights=weights, mode="sum")
         return out + self.b_dec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Codes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,7 +35,8 @@ class FitResult:
     codes
         Activations of every input cell (CSR, cells x features).
     history
-        Per-epoch lists: ``epoch``, ``loss``, ``fvu_train``, ``fvu_validation``, ``l0``, ``dead_fraction``, ``lr``.
+        Per-epoch lists: ``epoch``, ``loss``, ``fvu_train``, ``fvu_validation``, ``l0``, ``dead_fraction``, ``lr``
+        and ``seconds`` (wall time of the epoch, validation included).
     metrics
         Final ``fvu_train``, ``fvu_validation``, ``l0``, ``dead_fraction``, ``dense_fraction``,
         ``max_decoder_cosine``, ``best_epoch`` and ``n_epochs``.
@@ -387,13 +389,14 @@ def fit(
     since_fired = torch.zeros(n_features, dtype=torch.long, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     history: dict[str, list[float]] = {
-        k_: [] for k_ in ("epoch", "loss", "fvu_train", "fvu_validation", "l0", "dead_fraction", "lr")
+        k_: [] for k_ in ("epoch", "loss", "fvu_train", "fvu_validation", "l0", "dead_fraction", "lr", "seconds")
     }
     best = (math.inf, 0, _snapshot(model))
     calibration_idx = np.sort(rng.choice(train_idx, min(n_train, 4096), replace=False))
 
     bar = tqdm(range(n_epochs), desc="training SAE", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
+        started = time.perf_counter()
         order = train_idx[rng.permutation(n_train)]
         fvu_acc, loss_sum, active_sum = _FVU(), 0.0, 0
         for start in range(0, n_train, batch_size):
@@ -446,6 +449,7 @@ def fit(
         history["l0"].append(active_sum / n_train)
         history["dead_fraction"].append(float(dead.float().mean()))
         history["lr"].append(scheduler.get_last_lr()[0])
+        history["seconds"].append(time.perf_counter() - started)
         score = val_fvu if len(val_idx) else history["fvu_train"][-1]
         if score < best[0]:
             best = (score, epoch + 1, _snapshot(model))

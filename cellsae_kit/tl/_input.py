@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
@@ -75,3 +76,27 @@ def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = No
         X = np.asarray(X)  # h5py-backed or array-like; streaming inputs come with the performance issue
     check_data(X, name)
     return Input(X, use_rep, layer, name)
+
+
+def get_codes(adata: AnnData, key: str = "sae"):
+    """Return the activations ``obsm["X_<key>"]`` of a trained SAE as CSR; a clear error when they are missing."""
+    check_adata(adata)
+    name = f"X_{key}"
+    if name not in adata.obsm:
+        trained = [k for k, v in adata.uns.items() if isinstance(v, dict) and {"params", "weights"} <= set(v)]
+        hint = f" SAEs found: {', '.join(map(repr, trained))}." if trained else " Run cellsae_kit.tl.sae first."
+        raise KeyError(f"adata.obsm has no {name!r} (activations of an SAE stored under key={key!r}).{hint}")
+    codes = adata.obsm[name]
+    return sparse.csr_matrix(codes) if not sparse.issparse(codes) or codes.format != "csr" else codes
+
+
+def get_groups(adata: AnnData, groupby: str):
+    """Return the categorical ``obs[groupby]`` column; a clear error when it is missing or incomplete."""
+    if groupby not in adata.obs:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs. Columns: {', '.join(adata.obs.columns)}.")
+    groups = adata.obs[groupby]
+    if groups.isna().any():
+        raise ValueError(
+            f"adata.obs[{groupby!r}] has {int(groups.isna().sum())} missing values; fill them or subset the cells."
+        )
+    return groups.astype("category") if not isinstance(groups.dtype, pd.CategoricalDtype) else groups

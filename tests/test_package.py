@@ -12,8 +12,10 @@ from packaging.requirements import Requirement
 import cellsae_kit as csk
 
 ROOT = Path(__file__).parents[1]
-PUBLIC = [(f"{mod.__name__}.{name}", getattr(mod, name)) for mod in (csk.tl, csk.models) for name in mod.__all__]
-TOOLS = [(name, f) for name, f in PUBLIC if name.startswith("cellsae_kit.tl.")]
+PUBLIC = [
+    (f"{mod.__name__}.{name}", getattr(mod, name)) for mod in (csk.tl, csk.pl, csk.models) for name in mod.__all__
+]
+TOOLS = [(name, f) for name, f in PUBLIC if name.startswith(("cellsae_kit.tl.", "cellsae_kit.pl."))]
 
 
 @pytest.mark.parametrize(("name", "func"), TOOLS)
@@ -66,7 +68,8 @@ def test_environment_yml_matches_pyproject_and_constraints():
 
 def test_namespaces_import_as_modules():
     import cellsae_kit.models
+    import cellsae_kit.pl
     import cellsae_kit.tl
 
-    assert cellsae_kit.tl is csk.tl and cellsae_kit.models is csk.models
+    assert cellsae_kit.tl is csk.tl and cellsae_kit.models is csk.models and cellsae_kit.pl is csk.pl
     assert csk.__version__

@@ -77,7 +77,8 @@ def ours(X: np.ndarray, m: int, k: int, batch_size: int, epochs: int, device, ac
         progress=False,
     )
     seconds = sum(result.history["seconds"])
-    return {"cells_per_s": len(result.train_indices) * epochs / seconds, "fvu_validation": result.metrics["fvu_validation"]}
+    cells_per_s = len(result.train_indices) * epochs / seconds
+    return {"cells_per_s": cells_per_s, "fvu_validation": result.metrics["fvu_validation"]}
 
 
 def _sync(device) -> None:

@@ -6,21 +6,32 @@ STAMP := $(VENV)/.installed
 # The local CPU wheel of torch lies here on the build machines; pip takes it because constraints.txt pins it.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 BOOK_HTML := book/_build/html/index.html
+SCREENSHOTS := book/_build/screenshots
+# apt-get needs root; elsewhere it goes through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test book lint format clean
+.PHONY: test book book-check lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(FIND_LINKS) -c constraints.txt -e ".[test,docs]"
 	touch $@
 
+# The browser check of the book runs too once the book has been built (make book); a fresh clone skips it.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	if [ -f $(BOOK_HTML) ]; then $(MAKE) book-check; fi
 
 book: $(STAMP)
-	rm -rf book/tutorials && mkdir -p book/tutorials && cp notebooks/*.ipynb book/tutorials/
+	rm -rf book/tutorials book/_build/html && mkdir -p book/tutorials && cp notebooks/*.ipynb book/tutorials/
 	$(BIN)/jupyter-book build book -W -n --keep-going
 	@echo "The book is at $(CURDIR)/$(BOOK_HTML)"
+
+# Open every page of the built book in headless Chromium (Debian's, never a downloaded one): fails on missing
+# images, broken internal links or anchors, notebook cell errors and JavaScript errors; saves screenshots.
+book-check: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	$(BIN)/python scripts/book_check.py book/_build/html --screenshots $(SCREENSHOTS) --chromium "$$(command -v chromium)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -95,8 +95,8 @@ def rank_features_groups(
     Writes ``uns[key_added]`` in the layout of scanpy's gene ranking: structured arrays ``names``, ``scores``,
     ``auroc``, ``logfoldchanges`` (log2 ratio of mean activations, pseudo-count 0.001), ``pvals``,
     ``pvals_adj``, one field per group, and ``params``; so
-    ``sc.get.rank_genes_groups_df(adata, group, key=key_added)`` and ``sc.pl.rank_genes_groups(adata,
-    key=key_added)`` work on it.
+    ``sc.get.rank_genes_groups_df(adata, group, key=key_added)`` and
+    ``sc.pl.rank_genes_groups(adata, key=key_added)`` work on it.
 
     Examples
     --------

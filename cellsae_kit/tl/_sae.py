@@ -205,4 +205,7 @@ def _gene_loadings(
     if loadings_key is None:
         return None
     genes_by_dims = np.asarray(adata.varm[loadings_key], dtype=np.float64)
+    # scanpy leaves NaN rows in varm["PCs"] for genes the PCA did not use (e.g. non-highly-variable genes):
+    # those genes get zero loadings, as documented.
+    genes_by_dims = np.where(np.isfinite(genes_by_dims), genes_by_dims, 0.0)
     return (genes_by_dims @ decoder).astype(np.float32)

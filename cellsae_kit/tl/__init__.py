@@ -1,9 +1,20 @@
 """Tools: read and write AnnData (``import cellsae_kit as csk; csk.tl.sae(adata, "X_pca")``)."""
 
+from ._annotate import annotate_features, score_annotations
 from ._encode import encode, get_model
 from ._genes import feature_genes, top_genes
 from ._rank import rank_features_groups
 from ._sae import sae
 from ._stats import feature_stats
 
-__all__ = ["encode", "feature_genes", "feature_stats", "get_model", "rank_features_groups", "sae", "top_genes"]
+__all__ = [
+    "annotate_features",
+    "score_annotations",
+    "encode",
+    "feature_genes",
+    "feature_stats",
+    "get_model",
+    "rank_features_groups",
+    "sae",
+    "top_genes",
+]

@@ -5,7 +5,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 import cellsae_kit as csk
-from cellsae_kit.tl._annotate import cell_activity, enrich
+from cellsae_kit.tl._annotate import enrich, normal_scores
 from tests.conftest import assert_unchanged, snapshot
 
 FAST = {"n_features": 32, "k": 4, "n_epochs": 10, "progress": False}
@@ -97,18 +97,37 @@ def test_annotation_survives_h5ad(trained, tmp_path):
 
 def test_score_annotations_matches_direct_auroc(trained):
     csk.tl.annotate_features(trained, "progeny")
-    csk.tl.score_annotations(trained, "progeny")
+    csk.tl.score_annotations(trained, "progeny", n_exclude=5)
     table = trained.uns["sae"]["features"]
     named = table["best_term"].dropna()
     assert len(named) > 0
     net = csk.datasets.genesets("progeny")
-    activity = cell_activity(trained.raw.X, trained.obs_names, trained.raw.var_names, net)
+    expression = trained.raw[:, trained.var_names].X.toarray()
     codes = trained.obsm["X_sae"].toarray()
-    for feature, term in named.items():
+    loadings = trained.varm["sae_loadings"]
+    for feature, term in list(named.items())[:3]:
+        top = set(trained.var_names[np.argsort(-loadings[:, int(feature)])[:5]])
+        members = trained.var_names.isin(set(net.loc[net["source"] == term, "target"]) - top).astype(float)
+        # ULM by hand: per cell, the t-value of expression regressed on set membership
+        activity = []
+        for row in expression:
+            fit = stats.linregress(members, row)
+            activity.append(fit.slope / fit.stderr)
         active = codes[:, int(feature)] > 0
-        if 0 < active.sum() < len(active):
-            assert table.loc[feature, "best_term_auroc"] == pytest.approx(roc_auc_score(active, activity[term]))
+        expected = roc_auc_score(active, activity)
+        assert table.loc[feature, "best_term_auroc"] == pytest.approx(expected, rel=1e-6)
     assert table.loc[table["best_term"].isna(), "best_term_auroc"].isna().all()
+
+
+def test_rank_transform_protects_against_one_extreme_gene():
+    loadings, net = _toy(n_genes=200)
+    loadings.iloc[1, 12] = 1000.0  # one huge gene in set B, the rest noise
+    raw = enrich(loadings, net, n_top=3)
+    ranked = enrich(normal_scores(loadings), net, n_top=3)
+    b_raw = raw[(raw["feature"] == "1") & (raw["term"] == "B")].iloc[0]
+    b_ranked = ranked[(ranked["feature"] == "1") & (ranked["term"] == "B")].iloc[0]
+    assert b_raw["score"] > b_ranked["score"]
+    assert b_ranked["pval_adj"] > 0.05
 
 
 def test_net_as_dataframe_and_gmt(trained, tmp_path):

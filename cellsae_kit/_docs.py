@@ -23,6 +23,15 @@ DOCS = {
         ``"auto"`` (a CUDA GPU when PyTorch sees one, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.""",
     "copy": """copy
         Return a modified copy instead of writing into ``adata``.""",
+    "show_save": """show
+        Show the figure (default: ``scanpy.settings.autoshow``); ``False`` returns the axes.
+    save
+        Write the figure into ``scanpy.settings.figdir``, as scanpy does: ``True`` names the file after the plot,
+        a string is appended to that name and its extension (``".png"``, ``".pdf"``, ``".svg"``) sets the format.""",
+    "ax": """ax
+        Draw into these axes instead of a new figure.""",
+    "return_fig": """return_fig
+        Return the figure (or scanpy's plot object) instead of showing it.""",
     "copy_returns": """Returns
     -------
     ``None``, or a copy of ``adata`` with the results when ``copy=True``.""",

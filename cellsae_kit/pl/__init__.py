@@ -1,5 +1,7 @@
 """Plotting: scanpy-style functions that draw what the tools stored (``csk.pl.features(adata, [3, 17])``)."""
 
-from ._features import features
+from ._features import features, rank_features_groups_dotplot
+from ._genes import annotation, top_genes
+from ._training import feature_stats, training
 
-__all__ = ["features"]
+__all__ = ["annotation", "feature_stats", "features", "rank_features_groups_dotplot", "top_genes", "training"]

@@ -12,9 +12,8 @@ from packaging.requirements import Requirement
 import cellsae_kit as csk
 
 ROOT = Path(__file__).parents[1]
-PUBLIC = [
-    (f"{mod.__name__}.{name}", getattr(mod, name)) for mod in (csk.tl, csk.pl, csk.models) for name in mod.__all__
-]
+MODULES = [csk.tl, csk.pl, csk.datasets, csk.models] + ([csk.widgets] if hasattr(csk, "widgets") else [])
+PUBLIC = [(f"{mod.__name__}.{name}", getattr(mod, name)) for mod in MODULES for name in mod.__all__]
 TOOLS = [(name, f) for name, f in PUBLIC if name.startswith(("cellsae_kit.tl.", "cellsae_kit.pl."))]
 
 
@@ -39,6 +38,16 @@ def test_public_api_is_documented_with_an_example(name, obj):
     if inspect.isfunction(obj):
         hints = obj.__annotations__
         assert "return" in hints, f"{name} lacks a return type hint"
+
+
+def test_api_reference_lists_every_public_name():
+    api = (ROOT / "book" / "api.md").read_text()
+    for mod in MODULES:
+        section = api.split(f".. currentmodule:: {mod.__name__}\n", 1)
+        assert len(section) == 2, f"book/api.md has no section for {mod.__name__}"
+        body = section[1].split("```", 1)[0]
+        missing = [name for name in mod.__all__ if not re.search(rf"^   {name}$", body, re.M)]
+        assert not missing, f"book/api.md does not list {mod.__name__}.{missing}"
 
 
 def _name(req: str) -> str:

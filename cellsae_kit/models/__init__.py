@@ -1,5 +1,6 @@
 """The SAE engine: pure torch/numpy, no AnnData."""
 
+from ._autoencoder import Autoencoder, AutoencoderResult, fit_autoencoder
 from ._io import load, save
 from ._metrics import activation_stats, fvu, max_decoder_cosine
 from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
@@ -7,6 +8,8 @@ from ._train import FitResult, check_data, default_lr, fit, geometric_median, re
 
 __all__ = [
     "ACTIVATIONS",
+    "Autoencoder",
+    "AutoencoderResult",
     "Codes",
     "FitResult",
     "SparseAutoencoder",
@@ -14,6 +17,7 @@ __all__ = [
     "check_data",
     "default_lr",
     "fit",
+    "fit_autoencoder",
     "fvu",
     "geometric_median",
     "load",

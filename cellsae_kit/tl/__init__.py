@@ -1,9 +1,12 @@
 """Tools: read and write AnnData (``import cellsae_kit as csk; csk.tl.sae(adata, "X_pca")``)."""
 
 from ._annotate import annotate_features, score_annotations
+from ._embed import embed
 from ._encode import encode, get_model
+from ._factorize import factorize
 from ._genes import feature_genes, top_genes
 from ._rank import rank_features_groups
+from ._recovery import completeness, recovery
 from ._sae import sae
 from ._stats import feature_stats
 
@@ -17,4 +20,8 @@ __all__ = [
     "rank_features_groups",
     "sae",
     "top_genes",
+    "completeness",
+    "embed",
+    "factorize",
+    "recovery",
 ]

@@ -1,0 +1,58 @@
+"""Write ``book/api.md`` from the ``__all__`` of each public namespace (run after adding a public function).
+
+Usage::
+
+    python scripts/api_page.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import cellsae_kit as csk
+
+SECTIONS = [
+    ("Tools: `csk.tl`", "cellsae_kit.tl", "Read and write AnnData, scanpy-style."),
+    (
+        "Plotting: `csk.pl`",
+        "cellsae_kit.pl",
+        "Draw what the tools stored, with scanpy's plotting parameters.",
+    ),
+    ("Data: `csk.datasets`", "cellsae_kit.datasets", "Simulations with ground truth and bundled offline gene sets."),
+    ("Explorer: `csk.widgets`", "cellsae_kit.widgets", "Interactive feature browsing in Jupyter (ipywidgets)."),
+    ("The SAE engine: `csk.models`", "cellsae_kit.models", "Plain arrays and tensors; never imports AnnData."),
+]
+HEADER = """# API reference
+
+Import the kit as `import cellsae_kit as csk`. This page is written by `scripts/api_page.py` from each namespace's
+`__all__`; a test checks that it lists every public name.
+"""
+
+
+def section(title: str, module: str, blurb: str) -> str:
+    mod = __import__(module, fromlist=["__all__"])
+    names = list(mod.__all__)
+    lines = [f"## {title}", "", blurb, "", "```{eval-rst}", f".. currentmodule:: {module}", ""]
+    lines += [".. autosummary::", "   :nosignatures:", ""] + [f"   {n}" for n in names] + [""]
+    for name in names:
+        obj = getattr(mod, name)
+        if inspect.isclass(obj):
+            # Records (named tuples, dataclasses) describe their fields in the docstring already.
+            record = hasattr(obj, "_fields") or dataclasses.is_dataclass(obj)
+            lines += [f".. autoclass:: {name}", "   :no-members:" if record else "   :members:", ""]
+        else:
+            lines += [f".. autofunction:: {name}", ""]
+    return "\n".join(lines).rstrip() + "\n```\n"
+
+
+def main() -> None:
+    parts = [HEADER] + [section(*s) for s in SECTIONS if hasattr(csk, s[1].split(".")[1])]
+    path = Path(__file__).parents[1] / "book" / "api.md"
+    path.write_text("\n".join(parts))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

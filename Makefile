@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 BOOK_HTML := book/_build/html/index.html
 SCREENSHOTS := book/_build/screenshots
+CACHE := book/_build/.jupyter_cache
 # apt-get needs root; elsewhere it goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -22,7 +23,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	if [ -f $(BOOK_HTML) ]; then $(MAKE) book-check; fi
 
+# The execution cache knows the notebooks, not the package: a changed module re-runs every notebook.
 book: $(STAMP)
+	if [ -d $(CACHE) ] && [ -n "$$(find cellsae_kit -newer $(CACHE) -name '*.py' -print -quit)" ]; then rm -rf $(CACHE); fi
 	rm -rf book/tutorials book/_build/html && mkdir -p book/tutorials && cp notebooks/*.ipynb book/tutorials/
 	$(BIN)/jupyter-book build book -W -n --keep-going
 	@echo "The book is at $(CURDIR)/$(BOOK_HTML)"

@@ -33,7 +33,7 @@ Import the kit as `import cellsae_kit as csk`. This page is written by `scripts/
 
 def section(title: str, module: str, blurb: str) -> str:
     mod = __import__(module, fromlist=["__all__"])
-    names = list(mod.__all__)
+    names = sorted(mod.__all__, key=str.lower)
     lines = [f"## {title}", "", blurb, "", "```{eval-rst}", f".. currentmodule:: {module}", ""]
     lines += [".. autosummary::", "   :nosignatures:", ""] + [f"   {n}" for n in names] + [""]
     for name in names:
@@ -42,8 +42,10 @@ def section(title: str, module: str, blurb: str) -> str:
             # Records (named tuples, dataclasses) describe their fields in the docstring already.
             record = hasattr(obj, "_fields") or dataclasses.is_dataclass(obj)
             lines += [f".. autoclass:: {name}", "   :no-members:" if record else "   :members:", ""]
-        else:
+        elif callable(obj):
             lines += [f".. autofunction:: {name}", ""]
+        else:  # a constant, such as the names of the activations
+            lines += [f".. autodata:: {name}", "   :no-value:", ""]
     return "\n".join(lines).rstrip() + "\n```\n"
 
 

@@ -11,6 +11,7 @@ from scipy import sparse
 from torch import nn
 
 Activation = Literal["topk", "batchtopk", "relu"]
+#: The activations a :class:`SparseAutoencoder` can use.
 ACTIVATIONS: tuple[str, ...] = ("topk", "batchtopk", "relu")
 
 

@@ -204,7 +204,7 @@ def recovery_scores(
     truth
         Cells x true variables.
     threshold
-        |r| above which a feature counts as recovering a variable (and r above which two features count as
+        ``|r|`` above which a feature counts as recovering a variable (and r above which two features count as
         redundant).
 
     Returns
@@ -426,10 +426,10 @@ def recovery(
     """How well the features of an SAE (or any factorisation) recover the true variables.
 
     The reference study's measures, computed with Pearson r between every feature's activations and every true
-    variable over all cells: per variable the best |r| over features and the feature that reaches it; features
-    with |r| above ``threshold``; redundant feature pairs; plus a one-to-one score: features and variables are
-    matched by the Hungarian assignment on |r| (:func:`scipy.optimize.linear_sum_assignment`) and the matched
-    |r| averaged over the variables (0 for variables left without a feature). The best |r| lets one feature
+    variable over all cells: per variable the best ``|r|`` over features and the feature that reaches it; features
+    with ``|r|`` above ``threshold``; redundant feature pairs; plus a one-to-one score: features and variables are
+    matched by the Hungarian assignment on ``|r|`` (:func:`scipy.optimize.linear_sum_assignment`) and the matched
+    ``|r|`` averaged over the variables (0 for variables left without a feature). The best ``|r|`` lets one feature
     serve several variables; the matched score does not.
 
     Parameters
@@ -442,7 +442,7 @@ def recovery(
     truth
         An ``obsm`` key of the true variables (cells x variables), or such an array or DataFrame.
     threshold
-        |r| above which a feature recovers a variable, and r above which two features are redundant.
+        ``|r|`` above which a feature recovers a variable, and r above which two features are redundant.
     key_added
         The result is stored in ``uns[key_added][key]``.
     inplace
@@ -453,9 +453,9 @@ def recovery(
     A dict with
 
     - ``variables``: one row per true variable: ``best_abs_r``, ``best_r`` (signed), ``best_feature`` (column
-      number), ``n_features_above`` (features with |r| > ``threshold``), ``matched_feature`` (-1 when none)
+      number), ``n_features_above`` (features with ``|r|`` > ``threshold``), ``matched_feature`` (-1 when none)
       and ``matched_abs_r``;
-    - ``summary``: ``median_best_abs_r``, ``mean_best_abs_r``, ``matched_score`` (mean matched |r|),
+    - ``summary``: ``median_best_abs_r``, ``mean_best_abs_r``, ``matched_score`` (mean matched ``|r|``),
       ``n_recovered`` (variables with a feature above ``threshold``), ``n_features_above`` (features above
       ``threshold`` for some variable), ``n_redundant_pairs``, ``n_active_features`` (features that vary),
       ``n_features``, ``n_variables``, ``mean_l0`` (non-zero features per cell) and ``threshold``;

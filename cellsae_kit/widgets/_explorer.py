@@ -22,7 +22,8 @@ N_GENES = 15
 N_TERMS = 8
 # Default alpha of tl.annotate_features, for annotations stored without their parameters.
 ALPHA = 0.05
-BAR = '<div style="background:{colour};width:{width:.0f}%;height:0.8em"></div>'
+# A bar needs a sized box: a table cell shrinks to its content, and an empty div has none.
+BAR = '<div style="width:80px"><div style="background:{colour};width:{width:.0f}%;height:0.8em"></div></div>'
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -53,9 +53,9 @@ def snapshot(adata: AnnData) -> dict:
         "obsm": {k: v.copy() for k, v in adata.obsm.items()},
         "varm": {k: np.asarray(v).copy() for k, v in adata.varm.items()},
         "uns": sorted(adata.uns),
-        "layers": sorted(adata.layers),
+        "layers": sorted(getattr(adata, "layers", None) or {}),  # a MuData keeps layers in its modalities
         "obs": adata.obs.copy(),
-        "X": adata.X.copy() if adata.X is not None else None,
+        "X": adata.X.copy() if getattr(adata, "X", None) is not None else None,
     }
 
 

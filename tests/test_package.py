@@ -20,7 +20,8 @@ TOOLS = [(name, f) for name, f in PUBLIC if name.startswith(("cellsae_kit.tl.", 
 @pytest.mark.parametrize(("name", "func"), TOOLS)
 def test_scanpy_signature_conventions(name, func):
     params = list(inspect.signature(func).parameters.values())
-    assert params[0].name == "adata", f"{name}: adata must come first"
+    # muon's name for a MuData-only first argument is mdata
+    assert params[0].name in ("adata", "mdata"), f"{name}: adata must come first"
     positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     assert len(positional) <= 3, f"{name}: at most 3 positional parameters"
     for p in params:

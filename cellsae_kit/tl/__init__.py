@@ -5,6 +5,7 @@ from ._embed import embed
 from ._encode import encode, get_model
 from ._factorize import factorize
 from ._genes import feature_genes, top_genes
+from ._joint import joint_embedding
 from ._rank import rank_features_groups
 from ._recovery import completeness, recovery
 from ._sae import sae
@@ -17,6 +18,7 @@ __all__ = [
     "feature_genes",
     "feature_stats",
     "get_model",
+    "joint_embedding",
     "rank_features_groups",
     "sae",
     "top_genes",

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from .._docs import doc_params
 from ._genes import _get_expression
-from ._input import get_codes
+from ._input import get_codes, get_var, modality_name
 from ._stats import feature_table
 
 COLUMNS = ["feature", "term", "score", "pval_adj", "rank"]
@@ -136,6 +136,7 @@ def annotate_features(
     n_top: int = 10,
     alpha: float = 0.05,
     transform: Literal["rank", None] = "rank",
+    mod: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Annotate each SAE feature with the gene sets its gene loadings raise, using decoupler.
@@ -168,6 +169,7 @@ def annotate_features(
         significant for one extreme gene: on ``pbmc68k_reduced`` gene sets with randomly drawn genes named 38 % of
         the features of an SAE from their raw loadings and 1.4 % after the rank transform (real GO BP sets: 65 %
         and 37 %; ``benchmarks/annotation.py``).
+    {mod}
     {copy}
 
     {copy_returns}
@@ -187,13 +189,15 @@ def annotate_features(
     ['feature', 'term', 'score', 'pval_adj', 'rank']
     """
     codes = get_codes(adata, key)
+    genes_of = get_var(adata, key, mod)
+    mod = modality_name(adata, genes_of)
     name = f"{key}_loadings"
-    if name not in adata.varm:
+    if name not in genes_of.varm:
         raise KeyError(
             f"adata.varm has no {name!r} (genes x features loadings). tl.sae fills it when trained on expression or "
             f"on a PCA with loadings; for other representations run cellsae_kit.tl.feature_genes(adata, key={key!r})."
         )
-    loadings = np.asarray(adata.varm[name], dtype=np.float64)
+    loadings = np.asarray(genes_of.varm[name], dtype=np.float64)
     if loadings.shape[1] != codes.shape[1]:
         raise ValueError(
             f"varm[{name!r}] has {loadings.shape[1]} columns but the SAE has {codes.shape[1]} features; "
@@ -208,7 +212,7 @@ def annotate_features(
     informative = np.abs(loadings).sum(axis=1) > 0
     if not informative.any():
         raise ValueError(f"All features are dead: every loading in varm[{name!r}] is zero, so nothing can be named.")
-    genes = adata.var_names[informative]
+    genes = genes_of.var_names[informative]
     network = get_net(net)
     shared = network["target"].isin(genes)
     if not shared.any():
@@ -250,7 +254,7 @@ def annotate_features(
         "alpha": float(alpha),
         "n_genes": int(informative.sum()),
         "transform": "none" if transform is None else transform,
-    }
+    } | ({"mod": mod} if mod is not None else {})
     return adata if copy else None
 
 
@@ -265,6 +269,7 @@ def score_annotations(
     method: str = "ulm",
     tmin: int = 5,
     n_exclude: int = 10,
+    mod: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Check each feature's best term against the cells it fires in, with the term's per-cell activity.
@@ -295,6 +300,7 @@ def score_annotations(
         As in :func:`annotate_features`; a term left with fewer genes after the exclusion is not scored.
     n_exclude
         The feature's genes with the largest loadings that are left out of its term (0 keeps them all).
+    {mod}
     {copy}
 
     {copy_returns}
@@ -319,7 +325,8 @@ def score_annotations(
             f"uns[{key!r}]['features'] has no best terms; run cellsae_kit.tl.annotate_features(adata, key={key!r}) "
             "first."
         )
-    expression, _ = _get_expression(adata, layer, use_raw)
+    genes_of = get_var(adata, key, mod)
+    expression, _ = _get_expression(genes_of, layer, use_raw)
     network = get_net(net)
     named = table["best_term"].dropna()
     unknown = sorted(set(named) - set(network["source"]))
@@ -332,21 +339,21 @@ def score_annotations(
         raise ValueError(f"n_exclude={n_exclude} must be 0 or more.")
     auroc = pd.Series(np.nan, index=table.index, dtype=np.float64)
     if len(named):
-        loadings = adata.varm[f"{key}_loadings"] if n_exclude else None
+        loadings = genes_of.varm[f"{key}_loadings"] if n_exclude else None
         members = network.groupby("source")["target"].agg(set)
         rows = []
         for feature, term in named.items():
             genes = members[term]
             if n_exclude:
                 top = np.argsort(-np.asarray(loadings[:, int(feature)]), kind="stable")[: int(n_exclude)]
-                genes = genes - set(adata.var_names[top])
+                genes = genes - set(genes_of.var_names[top])
             rows += [(feature, gene) for gene in genes]
         # One pseudo-set per feature: its best term without its own top genes.
         sets = pd.DataFrame(rows, columns=["source", "target"]).assign(weight=1.0)
-        sets = sets[sets["target"].isin(adata.var_names)]
+        sets = sets[sets["target"].isin(genes_of.var_names)]
         sets = sets[sets.groupby("source")["target"].transform("size") >= tmin]
         activity = (
-            cell_activity(expression, adata.obs_names, adata.var_names, sets, method, tmin)
+            cell_activity(expression, adata.obs_names, genes_of.var_names, sets, method, tmin)
             if len(sets)
             else pd.DataFrame(index=adata.obs_names)
         )
@@ -385,14 +392,19 @@ def cell_activity(
     run = getattr(dc.mt, method, None)
     if run is None:
         raise ValueError(f"method={method!r} is not a decoupler method; try 'ulm', 'mlm' or 'zscore'.")
+    X = sparse.csr_matrix(expression) if sparse.issparse(expression) else np.asarray(expression)
+    # A cell with the same value for every gene (e.g. no counts) has no activity; decoupler would give it NaN.
+    squares = X.multiply(X) if sparse.issparse(X) else X**2
+    spread = np.asarray(squares.mean(axis=1)).ravel() - np.asarray(X.mean(axis=1)).ravel() ** 2
+    varied = spread > 1e-12
     # decoupler reads sparse matrices only from an AnnData; it writes its scores into this scratch object's obsm.
     scratch = AnnData(
-        X=sparse.csr_matrix(expression) if sparse.issparse(expression) else np.asarray(expression),
-        obs=pd.DataFrame(index=np.asarray(cells, dtype=str)),
+        X=X[varied],
+        obs=pd.DataFrame(index=np.asarray(cells, dtype=str)[varied]),
         var=pd.DataFrame(index=np.asarray(genes, dtype=str)),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         run(scratch, net, tmin=tmin, empty=False, verbose=False)
     scores = scratch.obsm[f"score_{method}"]
-    return scores.reindex(cells).fillna(0.0)
+    return scores.reindex(np.asarray(cells, dtype=str)).set_axis(cells).fillna(0.0)

@@ -12,7 +12,7 @@ from sklearn.decomposition import PCA
 
 from .._docs import doc_params
 from ..models import fit_autoencoder
-from ._input import get_input
+from ._input import check_adata, get_input
 
 EMBED_METHODS: tuple[str, ...] = ("pca", "autoencoder")
 
@@ -117,6 +117,7 @@ def embed(
         raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
     if fit_kwargs and method != "autoencoder":
         raise TypeError(f"{', '.join(fit_kwargs)}: options of the autoencoder, not of method={method!r}.")
+    check_adata(adata, mudata=False)
     data = get_input(adata, None, layer)
     values = data.X.data if sparse.issparse(data.X) else data.X
     if values.size and values.min() < 0:

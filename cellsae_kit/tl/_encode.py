@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
+from mudata import MuData
 
 from .._docs import doc_params
 from ..models import SparseAutoencoder, load, resolve_device
@@ -106,19 +107,19 @@ def encode(
     own_model = model is None
     if model is None:
         model = get_model(adata, key)
-    elif isinstance(model, AnnData):
+    elif isinstance(model, AnnData | MuData):
         model = get_model(model, key)
     elif isinstance(model, str | Path):
         model = load(model)
     elif not isinstance(model, SparseAutoencoder):
-        raise TypeError(f"model is a {type(model).__name__}; pass None, an AnnData, a model file or an SAE.")
+        raise TypeError(f"model is a {type(model).__name__}; pass None, an AnnData or MuData, a model file or an SAE.")
     key_added = key if key_added is None else key_added
 
     meta = model.metadata
     data = get_input(adata, meta.get("use_rep", "X"), meta.get("layer"))
     X = data.X
     if "var_names" in meta:
-        X = _align_genes(adata, X, meta["var_names"])
+        X = _align_genes(adata.mod[data.mod] if data.mod else adata, X, meta["var_names"])
     if X.shape[1] != model.n_inputs:
         raise ValueError(
             f"{data.name} has {X.shape[1]} dimensions but the SAE was trained on {model.n_inputs}; encode the "

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .._docs import doc_params
 from ..models import fvu
-from ._input import get_input
+from ._input import check_adata, get_input
 
 Method = Literal["pca", "ica", "nmf", "dictionary"]
 FACTORIZE_METHODS: tuple[str, ...] = ("pca", "ica", "nmf", "dictionary")
@@ -191,6 +191,7 @@ def factorize(
     >>> adata.obsm["X_ica_pca"].shape
     (300, 10)
     """
+    check_adata(adata, mudata=False)
     data = get_input(adata, use_rep)
     key_added = f"{method}_{data.use_rep.removeprefix('X_')}" if key_added is None else key_added
     if f"X_{key_added}" == data.use_rep:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .._docs import doc_params
 from ..models import check_data
-from ._input import check_adata, get_codes, get_input
+from ._input import check_adata, get_codes, get_input, get_var, modality_name
 
 logger = logging.getLogger("cellsae_kit")
 
@@ -328,6 +328,7 @@ def feature_genes(
     layer: str | None = None,
     method: Method = "correlation",
     use_raw: bool | None = None,
+    mod: str | None = None,
     top_fraction: float = 0.01,
     min_cells: int = 3,
     key_added: str | None = None,
@@ -361,6 +362,7 @@ def feature_genes(
     use_raw
         Use ``adata.raw`` (restricted to ``adata.var_names``, since ``varm`` has one row per gene of ``adata``).
         ``None``: ``adata.raw`` when it exists and no ``layer`` is given, as in scanpy.
+    {mod}
     top_fraction
         ``"de"`` only: fraction of all cells taken as a feature's most active cells (at least ``min_cells``).
     min_cells
@@ -400,7 +402,9 @@ def feature_genes(
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not known; choose one of {', '.join(map(repr, METHODS))}.")
     target = f"{key}_loadings" if key_added is None else key_added
-    expr, source = _get_expression(adata, layer, use_raw)
+    genes = get_var(adata, key, mod)
+    mod = modality_name(adata, genes)
+    expr, source = _get_expression(genes, layer, use_raw)
 
     pvals_adj = None
     if method == "correlation":
@@ -422,18 +426,21 @@ def feature_genes(
 
     # Everything succeeded: only now touch the user's object.
     adata = adata.copy() if copy else adata
-    adata.varm[target] = loadings.astype(np.float32)
+    genes = adata if mod is None else adata.mod[mod]
+    genes.varm[target] = loadings.astype(np.float32)
     if pvals_adj is not None:
-        adata.varm[f"{target}_pvals_adj"] = pvals_adj
-    elif f"{target}_pvals_adj" in adata.varm:
-        del adata.varm[f"{target}_pvals_adj"]  # from an earlier "de" run: would no longer match the loadings
+        genes.varm[f"{target}_pvals_adj"] = pvals_adj
+    elif f"{target}_pvals_adj" in genes.varm:
+        del genes.varm[f"{target}_pvals_adj"]  # from an earlier "de" run: would no longer match the loadings
     params = adata.uns[key].setdefault("params", {})
     if target == f"{key}_loadings":
-        params["loadings"] = f"feature_genes:{method}"
+        rule = f"feature_genes:{method}"
+        previous = params.get("loadings")
+        params["loadings"] = rule if mod is None else (previous if isinstance(previous, dict) else {}) | {mod: rule}
     record = {"method": method, "expression": source}
     if method == "de":
         record |= {"top_fraction": float(top_fraction), "min_cells": int(min_cells)}
-    params.setdefault("feature_genes", {})[target] = record
+    params.setdefault("feature_genes", {})[target if mod is None else f"{mod}:{target}"] = record
     return adata if copy else None
 
 
@@ -459,6 +466,7 @@ def top_genes(
     n: int = 20,
     sign: Literal["positive", "negative", "both"] = "positive",
     loadings: str | None = None,
+    mod: str | None = None,
 ) -> pd.DataFrame:
     """List the genes with the largest loadings on one SAE feature.
 
@@ -476,6 +484,7 @@ def top_genes(
     loadings
         ``varm`` key of the loadings (default ``"<key>_loadings"``, written by :func:`cellsae_kit.tl.sae` or
         :func:`cellsae_kit.tl.feature_genes`).
+    {mod}
 
     Returns
     -------
@@ -492,10 +501,11 @@ def top_genes(
     ['gene', 'loading', 'sign']
     """
     check_adata(adata)
+    genes = get_var(adata, key, mod)
     name = f"{key}_loadings" if loadings is None else loadings
-    if name not in adata.varm:
+    if name not in genes.varm:
         raise KeyError(
-            f"adata.varm has no {name!r} (genes x features loadings). cellsae_kit.tl.sae fills it when trained on "
+            f"genes.varm has no {name!r} (genes x features loadings). cellsae_kit.tl.sae fills it when trained on "
             f"expression or on a representation with a linear map to genes (PCA); for any other run "
             f"cellsae_kit.tl.feature_genes(adata, key={key!r})."
         )
@@ -503,7 +513,7 @@ def top_genes(
         raise ValueError(f"sign={sign!r} is not known; choose one of {', '.join(map(repr, SIGNS))}.")
     if int(n) < 1:
         raise ValueError(f"n={n} must be at least 1.")
-    matrix = np.asarray(adata.varm[name])
+    matrix = np.asarray(genes.varm[name])
     index = _feature_index(feature, matrix.shape[1], key)
     column = np.asarray(matrix[:, index], dtype=np.float64).ravel()
     if sign == "positive":
@@ -518,11 +528,11 @@ def top_genes(
     order = order[: int(n)]
     table = pd.DataFrame(
         {
-            "gene": adata.var_names[order].to_numpy(),
+            "gene": genes.var_names[order].to_numpy(),
             "loading": column[order],
             "sign": np.where(column[order] > 0, "positive", "negative"),
         }
     )
-    if f"{name}_pvals_adj" in adata.varm:
-        table["pval_adj"] = np.asarray(adata.varm[f"{name}_pvals_adj"])[order, index]
+    if f"{name}_pvals_adj" in genes.varm:
+        table["pval_adj"] = np.asarray(genes.varm[f"{name}_pvals_adj"])[order, index]
     return table

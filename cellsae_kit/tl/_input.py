@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from mudata import MuData
 from scipy import sparse
 
 from ..models import check_data
@@ -20,17 +21,77 @@ class Input:
     use_rep: str
     layer: str | None
     name: str
+    mod: str | None = None  # the MuData modality the input comes from ("rna" of "rna:X_pca"); None: global
+
+    @property
+    def rep(self) -> str:
+        """The key within its object: ``"X_pca"`` for ``use_rep="rna:X_pca"``."""
+        return self.use_rep.split(":", 1)[1] if self.mod is not None else self.use_rep
 
     @property
     def is_expression(self) -> bool:
         """Whether the input is genes (``X`` or a layer), so the decoder itself is a gene loading matrix."""
-        return self.use_rep == "X"
+        return self.rep == "X"
 
 
-def check_adata(adata: object) -> None:
-    """Raise a clear error unless ``adata`` is an AnnData object."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
+def is_mudata(adata: object) -> bool:
+    """Whether ``adata`` is a MuData object (multimodal data)."""
+    return isinstance(adata, MuData)
+
+
+def check_adata(adata: object, *, mudata: bool = True) -> None:
+    """Raise a clear error unless ``adata`` is an AnnData (or, where ``mudata``, a MuData) object."""
+    if isinstance(adata, AnnData) or (mudata and is_mudata(adata)):
+        return
+    if is_mudata(adata):
+        raise TypeError(
+            "This function works on one modality: pass an AnnData such as mdata.mod['rna'] (its own obsm and uns)."
+        )
+    raise TypeError(f"Expected an AnnData or MuData object, got {type(adata).__name__}.")
+
+
+def get_modality(mdata: MuData, mod: str, what: str = "use_rep") -> AnnData:
+    """Return ``mdata.mod[mod]``, checking that it exists and holds the same cells as the MuData."""
+    if mod not in mdata.mod:
+        raise KeyError(
+            f"{what} names the modality {mod!r}, which the MuData does not have; modalities: "
+            f"{', '.join(map(repr, mdata.mod))}."
+        )
+    cells = mdata.mod[mod].obs_names
+    if not cells.equals(mdata.obs_names):
+        raise ValueError(
+            f"mdata.mod[{mod!r}] holds {len(cells)} cells, not the MuData's {mdata.n_obs} in the same order; keep "
+            "the cells measured in every modality first (muon.pp.intersect_obs(mdata))."
+        )
+    return mdata.mod[mod]
+
+
+def get_var(adata: AnnData | MuData, key: str = "sae", mod: str | None = None) -> AnnData:
+    """Return the object that holds the genes (``var``, ``varm``, expression): ``adata``, or a MuData's modality.
+
+    For a MuData without ``mod``, the one modality with ``varm["<key>_loadings"]`` is taken when there is exactly
+    one (an SAE on ``"rna:X_pca"``); otherwise ``mod`` must name one.
+    """
+    if not is_mudata(adata):
+        if mod is not None:
+            raise ValueError(f"mod={mod!r} chooses a modality of a MuData; adata is an AnnData: leave mod out.")
+        return adata
+    if mod is None:
+        having = [name for name, m in adata.mod.items() if f"{key}_loadings" in m.varm]
+        if len(having) == 1:
+            return adata.mod[having[0]]
+        raise ValueError(
+            f"adata is a MuData: name the modality with mod=, one of {', '.join(map(repr, adata.mod))} (with "
+            f"varm['{key}_loadings']: {', '.join(map(repr, having)) or 'none'})."
+        )
+    return get_modality(adata, mod, "mod")
+
+
+def modality_name(adata: AnnData | MuData, genes: AnnData) -> str | None:
+    """Name the modality ``genes`` of ``adata`` (``None`` for an AnnData)."""
+    if not is_mudata(adata):
+        return None
+    return next(name for name, m in adata.mod.items() if m is genes)
 
 
 def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = None) -> Input:
@@ -50,6 +111,8 @@ def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = No
     The chosen input.
     """
     check_adata(adata)
+    if is_mudata(adata):
+        return _get_mudata_input(adata, use_rep, layer)
     use_rep = "X" if use_rep is None else use_rep
     if use_rep != "X":
         if layer is not None:
@@ -76,6 +139,27 @@ def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = No
         X = np.asarray(X)  # h5py-backed or array-like; streaming inputs come with the performance issue
     check_data(X, name)
     return Input(X, use_rep, layer, name)
+
+
+def _get_mudata_input(mdata: MuData, use_rep: str | None, layer: str | None) -> Input:
+    """Read a joint representation in the MuData's ``obsm``, or ``"<modality>:<key>"`` within one modality."""
+    if use_rep is not None and use_rep in mdata.obsm:
+        if layer is not None:
+            raise ValueError(f"use_rep={use_rep!r} is a joint representation; layer= is only for '<modality>:X'.")
+        X = mdata.obsm[use_rep]
+        X = X.to_numpy() if hasattr(X, "to_numpy") else X
+        check_data(X, f"mdata.obsm[{use_rep!r}]")
+        return Input(X, use_rep, None, f"mdata.obsm[{use_rep!r}]")
+    if use_rep is None or ":" not in use_rep:
+        joint = ", ".join(repr(k) for k in mdata.obsm) or "none"
+        raise KeyError(
+            f"use_rep={use_rep!r} names no input of this MuData: give a joint representation in mdata.obsm "
+            f"(available: {joint}; make one with cellsae_kit.tl.joint_embedding) or '<modality>:<obsm key>', such "
+            f"as '{next(iter(mdata.mod))}:X_pca' ('<modality>:X' for its expression)."
+        )
+    mod, rep = use_rep.split(":", 1)
+    data = get_input(get_modality(mdata, mod), rep, layer)
+    return Input(data.X, use_rep, layer, f"mdata.mod[{mod!r}]" + data.name.removeprefix("adata"), mod)
 
 
 def get_codes(adata: AnnData, key: str = "sae"):

@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from mudata import MuData
 
 from .._docs import doc_params
 from ..models import SparseAutoencoder, fit
 from ..models._sae import Activation
-from ._input import Input, get_input
+from ._input import Input, get_input, is_mudata
 
 logger = logging.getLogger("cellsae_kit")
 
@@ -104,10 +105,10 @@ def sae(
     ((700, 64), (765, 64))
     """
     data = get_input(adata, use_rep, layer)
-    loadings_key = _find_loadings(adata, data, loadings)
+    maps = _find_maps(adata, data, loadings)
     metadata = {"use_rep": data.use_rep} | ({"layer": data.layer} if data.layer else {})
     if data.is_expression:
-        metadata["var_names"] = adata.var_names.tolist()
+        metadata["var_names"] = (adata.mod[data.mod] if data.mod else adata).var_names.tolist()
     result = fit(
         data.X,
         n_features=n_features,
@@ -126,14 +127,14 @@ def sae(
         metadata=metadata,
         **fit_kwargs,
     )
-    gene_loadings = _gene_loadings(adata, result.model, data, loadings_key)
+    gene_loadings = {mod: _gene_loadings(result.model, genes_by_dims) for mod, (_, genes_by_dims) in maps.items()}
 
     # Everything succeeded: only now touch the user's object.
     adata = adata.copy() if copy else adata
     store(adata, result.model, key_added, codes=result.codes, gene_loadings=gene_loadings)
     uns = adata.uns[key_added]
     uns["params"] |= _drop_none(
-        {**result.params, "use_rep": data.use_rep, "layer": data.layer, "loadings": loadings_key}
+        {**result.params, "use_rep": data.use_rep, "layer": data.layer, "loadings": _map_names(maps)}
     )
     uns["metrics"] = {name: float(value) for name, value in result.metrics.items()}
     uns["history"] = pd.DataFrame(result.history)
@@ -147,12 +148,16 @@ def store(
     key: str,
     *,
     codes: Any,
-    gene_loadings: np.ndarray | None = None,
+    gene_loadings: dict[str | None, np.ndarray] | None = None,
 ) -> None:
-    """Write activations, loadings, parameters and weights of an SAE into ``adata`` under one key."""
+    """Write activations, loadings, parameters and weights of an SAE into ``adata`` under one key.
+
+    ``gene_loadings`` maps a modality (``None`` for an AnnData) to its features' loadings; a MuData keeps them in
+    each modality's ``varm``, never in its global ``varm``, whose keys are the modality names.
+    """
     adata.obsm[f"X_{key}"] = codes
-    if gene_loadings is not None:
-        adata.varm[f"{key}_loadings"] = gene_loadings
+    for mod, values in (gene_loadings or {}).items():
+        (adata if mod is None else adata.mod[mod]).varm[f"{key}_loadings"] = values
     meta = model.metadata
     params = {name: value for name, value in model.config().items() if name != "metadata"}
     params |= {"use_rep": meta.get("use_rep", "X"), "n_inputs": model.n_inputs} | _drop_none(
@@ -185,27 +190,80 @@ def _find_loadings(adata: AnnData, data: Input, loadings: str | None) -> str | N
                 "dimensions; pass the loadings of that representation."
             )
         return loadings
-    candidates = [data.use_rep, data.use_rep.removeprefix("X_")]
-    if data.use_rep.removeprefix("X_") == "pca":
-        candidates.append("PCs")
-    for key in candidates:
+    for key in _candidates(data.rep):
         if key in adata.varm and adata.varm[key].shape[1] == n_dims:
             return key
-    logger.info("No genes x dimensions map for %s: no gene loadings are written.", data.name)
     return None
 
 
-def _gene_loadings(
-    adata: AnnData, model: SparseAutoencoder, data: Input, loadings_key: str | None
-) -> np.ndarray | None:
-    """Map each feature's decoder direction, in the input's units, to genes (genes x features)."""
-    decoder = model.W_dec.detach().cpu().double().numpy().T / float(model.input_scale)
+def _candidates(rep: str) -> list[str]:
+    """``varm`` keys that may hold the genes x dimensions map of ``obsm[rep]``."""
+    keys = [rep, rep.removeprefix("X_")]
+    if rep.removeprefix("X_") == "pca":
+        keys.append("PCs")
+    if rep.removeprefix("X_") == "mofa":
+        keys.append("LFs")  # muon's name for MOFA's weights
+    return keys
+
+
+def _find_maps(
+    adata: AnnData | MuData, data: Input, loadings: str | None
+) -> dict[str | None, tuple[str | None, np.ndarray]]:
+    """Genes x dimensions maps of the input with their ``varm`` keys, per modality (``None``: an AnnData)."""
+    if not is_mudata(adata) or data.mod is not None:
+        genes = adata if data.mod is None else adata.mod[data.mod]
+        found = _find_loadings(genes, data, loadings)
+        maps = {data.mod: (found, _genes_by_dims(data, genes.varm[found] if found else None))}
+    else:
+        maps = {name: _joint_map(adata, name, data, loadings) for name in adata.mod}
+    maps = {mod: found for mod, found in maps.items() if found[1] is not None}
+    if not maps:
+        logger.info("No genes x dimensions map for %s: no gene loadings are written.", data.name)
+    return maps
+
+
+def _joint_map(mdata: MuData, mod: str, data: Input, loadings: str | None) -> tuple[str | None, np.ndarray | None]:
+    """One modality's rows of the map of a joint representation: in its own ``varm``, or in the global one."""
+    n_dims = data.X.shape[1]
+    keys = [loadings] if loadings is not None else _candidates(data.rep)
+    own = mdata.mod[mod].varm
+    for key in keys:
+        if key in own and own[key].shape[1] == n_dims:
+            return key, _genes_by_dims(data, own[key])
+    for key in keys:
+        # The global varm stacks every modality's features; varmap gives each one's row (1-based, 0: absent).
+        if key in mdata.varm and key not in mdata.mod and np.ndim(mdata.varm[key]) == 2:
+            if mdata.varm[key].shape[1] != n_dims:
+                continue
+            rows = np.asarray(mdata.varmap[mod]).ravel()
+            order = np.argsort(rows)[rows[np.argsort(rows)] > 0]  # global rows of the modality's features, in order
+            return key, _genes_by_dims(data, np.asarray(mdata.varm[key])[order])
+    if loadings is not None and not any(loadings in m.varm for m in mdata.mod.values()) and loadings not in mdata.varm:
+        raise KeyError(f"loadings={loadings!r} is in no modality's varm nor in mdata.varm.")
+    return None, None
+
+
+def _map_names(maps: dict[str | None, tuple[str | None, np.ndarray]]) -> str | dict[str, str] | None:
+    """Name the maps' ``varm`` keys: one for an AnnData, one per modality for a MuData (none for expression)."""
+    names = {mod: key for mod, (key, _) in maps.items() if key is not None}
+    return names.get(None) if None in maps else names or None
+
+
+def _genes_by_dims(data: Input, values: Any) -> np.ndarray | None:
+    """Return the map in float64; an empty array for expression input, where the decoder is the map."""
     if data.is_expression:
-        return decoder.astype(np.float32)
-    if loadings_key is None:
+        return np.empty((0, 0))
+    if values is None:
         return None
-    genes_by_dims = np.asarray(adata.varm[loadings_key], dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
     # scanpy leaves NaN rows in varm["PCs"] for genes the PCA did not use (e.g. non-highly-variable genes):
     # those genes get zero loadings, as documented.
-    genes_by_dims = np.where(np.isfinite(genes_by_dims), genes_by_dims, 0.0)
+    return np.where(np.isfinite(values), values, 0.0)
+
+
+def _gene_loadings(model: SparseAutoencoder, genes_by_dims: np.ndarray) -> np.ndarray:
+    """Map each feature's decoder direction, in the input's units, to genes (genes x features)."""
+    decoder = model.W_dec.detach().cpu().double().numpy().T / float(model.input_scale)
+    if genes_by_dims.size == 0:
+        return decoder.astype(np.float32)
     return (genes_by_dims @ decoder).astype(np.float32)

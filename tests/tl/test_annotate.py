@@ -1,11 +1,11 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import sparse, stats
 from sklearn.metrics import roc_auc_score
 
 import cellsae_kit as csk
-from cellsae_kit.tl._annotate import enrich, normal_scores
+from cellsae_kit.tl._annotate import cell_activity, enrich, normal_scores
 from tests.conftest import assert_unchanged, snapshot
 
 FAST = {"n_features": 32, "k": 4, "n_epochs": 10, "progress": False}
@@ -181,3 +181,13 @@ def test_score_annotations_bad_input(trained):
         csk.tl.score_annotations(trained, "progeny", use_raw=True, layer="x")
     assert_unchanged(trained, before)
     assert "best_term_auroc" not in trained.uns["sae"]["features"]
+
+
+def test_cell_activity_of_a_cell_without_expression_is_zero():
+    genes = pd.Index([f"g{i}" for i in range(20)])
+    x = np.random.default_rng(0).normal(size=(3, 20))
+    x[0, :5] += 3.0
+    x[1] = 0.0  # e.g. a cell without counts
+    net = pd.DataFrame({"source": ["A"] * 5, "target": genes[:5]})
+    activity = cell_activity(sparse.csr_matrix(x), pd.Index(["c0", "c1", "c2"]), genes, net)
+    assert activity.loc["c1", "A"] == 0 and activity.loc["c0", "A"] > 3

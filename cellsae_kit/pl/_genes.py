@@ -30,6 +30,7 @@ def top_genes(
     n: int = 15,
     sign: Literal["positive", "negative", "both"] = "positive",
     loadings: str | None = None,
+    mod: str | None = None,
     show: bool | None = None,
     save: str | bool | None = None,
     ax: Axes | None = None,
@@ -53,6 +54,7 @@ def top_genes(
         :func:`cellsae_kit.tl.top_genes`.
     loadings
         ``varm`` key of the loadings (default ``"<key>_loadings"``).
+    {mod}
     {show_save}
     {ax}
     {return_fig}
@@ -71,7 +73,7 @@ def top_genes(
     >>> len(ax.get_yticklabels())
     5
     """
-    table = top_genes_table(adata, feature, key, n=n, sign=sign, loadings=loadings)
+    table = top_genes_table(adata, feature, key, n=n, sign=sign, loadings=loadings, mod=mod)
     index = int(feature)
     if table.empty:
         raise ValueError(

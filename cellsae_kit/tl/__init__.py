@@ -6,6 +6,7 @@ from ._encode import encode, get_model
 from ._factorize import factorize
 from ._genes import feature_genes, top_genes
 from ._joint import joint_embedding
+from ._peaks import peaks_to_genes
 from ._rank import rank_features_groups
 from ._recovery import completeness, recovery
 from ._sae import sae
@@ -19,6 +20,7 @@ __all__ = [
     "feature_stats",
     "get_model",
     "joint_embedding",
+    "peaks_to_genes",
     "rank_features_groups",
     "sae",
     "top_genes",

@@ -137,6 +137,7 @@ def annotate_features(
     alpha: float = 0.05,
     transform: Literal["rank", None] = "rank",
     mod: str | None = None,
+    loadings: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Annotate each SAE feature with the gene sets its gene loadings raise, using decoupler.
@@ -170,6 +171,9 @@ def annotate_features(
         the features of an SAE from their raw loadings and 1.4 % after the rank transform (real GO BP sets: 65 %
         and 37 %; ``benchmarks/annotation.py``).
     {mod}
+    loadings
+        ``varm`` key of the loadings to test (default ``"<key>_loadings"``; for example the gene loadings of ATAC
+        features written by :func:`cellsae_kit.tl.peaks_to_genes`).
     {copy}
 
     {copy_returns}
@@ -191,25 +195,25 @@ def annotate_features(
     codes = get_codes(adata, key)
     genes_of = get_var(adata, key, mod)
     mod = modality_name(adata, genes_of)
-    name = f"{key}_loadings"
+    name = f"{key}_loadings" if loadings is None else loadings
     if name not in genes_of.varm:
         raise KeyError(
             f"adata.varm has no {name!r} (genes x features loadings). tl.sae fills it when trained on expression or "
             f"on a PCA with loadings; for other representations run cellsae_kit.tl.feature_genes(adata, key={key!r})."
         )
-    loadings = np.asarray(genes_of.varm[name], dtype=np.float64)
-    if loadings.shape[1] != codes.shape[1]:
+    values = np.asarray(genes_of.varm[name], dtype=np.float64)
+    if values.shape[1] != codes.shape[1]:
         raise ValueError(
-            f"varm[{name!r}] has {loadings.shape[1]} columns but the SAE has {codes.shape[1]} features; "
+            f"varm[{name!r}] has {values.shape[1]} columns but the SAE has {codes.shape[1]} features; "
             "recompute the loadings with cellsae_kit.tl.feature_genes."
         )
-    if not np.isfinite(loadings).all():
+    if not np.isfinite(values).all():
         raise ValueError(f"varm[{name!r}] has NaN or infinite values; recompute it with cellsae_kit.tl.feature_genes.")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha={alpha} must be between 0 and 1.")
     if int(n_top) < 1:
         raise ValueError(f"n_top={n_top} must be at least 1.")
-    informative = np.abs(loadings).sum(axis=1) > 0
+    informative = np.abs(values).sum(axis=1) > 0
     if not informative.any():
         raise ValueError(f"All features are dead: every loading in varm[{name!r}] is zero, so nothing can be named.")
     genes = genes_of.var_names[informative]
@@ -230,7 +234,7 @@ def annotate_features(
     features = pd.Index([str(i) for i in range(codes.shape[1])], name="feature")
     if transform not in ("rank", None):
         raise ValueError(f"transform={transform!r} is not known; choose 'rank' or None.")
-    matrix = pd.DataFrame(loadings[informative].T, index=features, columns=genes)
+    matrix = pd.DataFrame(values[informative].T, index=features, columns=genes)
     if transform == "rank":
         matrix = normal_scores(matrix)
     annotation = enrich(matrix, network.loc[shared], method=method, tmin=tmin, n_top=n_top)
@@ -254,6 +258,7 @@ def annotate_features(
         "alpha": float(alpha),
         "n_genes": int(informative.sum()),
         "transform": "none" if transform is None else transform,
+        "loadings": name,
     } | ({"mod": mod} if mod is not None else {})
     return adata if copy else None
 

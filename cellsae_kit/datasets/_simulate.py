@@ -22,6 +22,11 @@ NOISES: tuple[str, ...] = ("poisson", "negative_binomial")
 RATE_RANGE = (1.0, 10.9)
 COVARIATE_SD = 0.1
 CHUNK_CELLS = 2048
+# A made-up genome for the multi-omics simulation: genes 50 kb apart on 5 chromosomes, 500 bp peaks, 2 kb promoters.
+N_CHROMOSOMES = 5
+GENE_SPACING = 50_000
+PEAK_WIDTH = 500
+PROMOTER = 2_000
 
 
 class Modality(NamedTuple):
@@ -125,6 +130,9 @@ def simulate(
       offsets and masks;
     - ``obs["cell_type"]`` (``design="cell_type"``), ``obs["covariate"]`` and ``obs["covariate_offset"]``;
     - ``varm["true_loadings"]``: features x programs, 1 where a program drives the feature;
+    - for RNA, gene positions on a made-up genome in ``var`` (``chrom``, ``start``, ``end``, ``strand``); for
+      ATAC, peaks named by their coordinates (``"chr1-12000-12500"``), each in the body or promoter of the gene
+      it regulates, ``var["gene"]``: the gene sharing the most programs with the peak;
     - ``uns["simulation"]``: ``params``, ``rates`` of the programs, ``covariate_means`` and, for the cell-type
       design, ``cell_type_masks`` (cell types x programs, boolean).
 
@@ -214,6 +222,8 @@ def simulate(
         adata.varm["true_loadings"] = loadings.astype(np.float32)
         _annotate(adata, truth, uns)
         mods[name] = adata
+    if "rna" in mods:
+        _place(mods["rna"], mods.get("atac"), np.random.default_rng([random_state, 4]))
     if len(mods) == 1:
         return next(iter(mods.values()))
 
@@ -245,6 +255,42 @@ def _counts(
             mean = rng.gamma(theta, mean / theta)  # gamma-Poisson mixture = negative binomial
         out[start : start + CHUNK_CELLS] = rng.poisson(mean)
     return out
+
+
+def _place(rna: AnnData, atac: AnnData | None, rng: np.random.Generator) -> None:
+    """Give genes positions on a genome and put each peak in the body or promoter of a gene it shares programs with.
+
+    Genes get ``var`` columns ``chrom``, ``start``, ``end`` and ``strand``; peaks are renamed to their coordinates
+    (``"chr1-12000-12500"``) and get ``var["gene"]``, the gene they regulate, so that peak loadings can be mapped
+    to genes from the coordinates or from the column (:func:`cellsae_kit.tl.peaks_to_genes`).
+    """
+    n_genes = rna.n_vars
+    per_chrom = int(np.ceil(n_genes / N_CHROMOSOMES))
+    slot = np.arange(n_genes) % per_chrom
+    chrom = np.array([f"chr{1 + i // per_chrom}" for i in range(n_genes)])
+    start = 10_000 + GENE_SPACING * slot + rng.integers(0, 5_000, n_genes)
+    end = start + rng.integers(2_000, 20_000, n_genes)
+    strand = np.where(rng.random(n_genes) < 0.5, "+", "-")
+    rna.var["chrom"], rna.var["start"], rna.var["end"], rna.var["strand"] = chrom, start, end, strand
+    if atac is None:
+        return
+    # The gene a peak regulates shares the most programs with it (ties broken at random; any gene if none).
+    shared = atac.varm["true_loadings"].astype(np.float32) @ rna.varm["true_loadings"].T.astype(np.float32)
+    shared += rng.random(shared.shape, dtype=np.float32) * 0.5
+    gene = shared.argmax(axis=1)
+    in_promoter = rng.random(atac.n_vars) < 0.5
+    tss = np.where(strand[gene] == "+", start[gene], end[gene])
+    upstream = rng.integers(PEAK_WIDTH, PROMOTER, atac.n_vars)
+    promoter_start = np.where(strand[gene] == "+", tss - upstream, tss + upstream - PEAK_WIDTH)
+    body_start = start[gene] + (rng.random(atac.n_vars) * (end[gene] - start[gene] - PEAK_WIDTH)).astype(np.int64)
+    peak_start = np.where(in_promoter, promoter_start, body_start)
+    names = pd.Index([f"{c}-{a}-{a + PEAK_WIDTH}" for c, a in zip(chrom[gene], peak_start, strict=True)])
+    while names.has_duplicates:  # two peaks drawn at the same place: move the later one by a base
+        repeated = names.duplicated()
+        peak_start[repeated] += 1
+        names = pd.Index([f"{c}-{a}-{a + PEAK_WIDTH}" for c, a in zip(chrom[gene], peak_start, strict=True)])
+    atac.var_names = names
+    atac.var["gene"] = rna.var_names[gene].to_numpy()
 
 
 def _annotate(obj, truth: dict[str, np.ndarray], uns: dict) -> None:

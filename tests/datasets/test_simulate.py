@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import cellsae_kit as csk
+from cellsae_kit.tl._peaks import link_peaks, parse_peaks
 
 SMALL = {"n_cells": 3000, "n_programs": 12, "n_cell_types": 6, "n_genes": 150}
 
@@ -103,7 +104,7 @@ def test_multimodal_mudata():
     np.testing.assert_array_equal(mdata.obsm["true_programs"], rna_only.obsm["true_programs"])
     atac = mdata.mod["atac"]
     assert atac.shape == (300, 90) and atac.varm["true_loadings"].shape == (90, 8)
-    assert atac.var_names[0] == "peak_0" and atac.X.mean() < 0.2 * rna_only.X.mean()
+    assert atac.X.mean() < 0.2 * rna_only.X.mean()
     assert list(mdata.obs.columns) == ["cell_type", "covariate", "covariate_offset"]
     np.testing.assert_array_equal(atac.obsm["true_programs"], mdata.obsm["true_programs"])
     prot = csk.datasets.simulate(**kwargs, modalities=("rna", "prot"), n_proteins=20).mod["prot"]
@@ -144,3 +145,18 @@ def test_ten_thousand_cells_in_seconds():
 def test_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         csk.datasets.simulate(**({"n_cells": 50, "n_programs": 3, "n_genes": 10} | kwargs))
+
+
+def test_peaks_sit_at_genes_they_share_programs_with():
+    mdata = csk.datasets.simulate(200, 10, 4, modalities=("rna", "atac"), n_genes=100, n_peaks=300)
+    rna, atac = mdata.mod["rna"], mdata.mod["atac"]
+    assert {"chrom", "start", "end", "strand"} <= set(rna.var.columns)
+    links = link_peaks(parse_peaks(atac.var_names), rna.var, window=2_000).toarray()
+    own = rna.var_names.get_indexer(atac.var["gene"])
+    assert (links[np.arange(atac.n_vars), own] == 1).all()  # every peak lies at its own gene
+    shared = atac.varm["true_loadings"] @ rna.varm["true_loadings"].T
+    assert (shared[np.arange(atac.n_vars), own] == shared.max(axis=1)).all()
+    # RNA alone is unchanged by the positions: the same counts as within the MuData
+    alone = csk.datasets.simulate(200, 10, 4, n_genes=100)
+    np.testing.assert_array_equal(alone.X, rna.X)
+    assert alone.var["start"].equals(rna.var["start"])

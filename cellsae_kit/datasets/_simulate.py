@@ -122,24 +122,25 @@ def simulate(
 
     Returns
     -------
-    For one modality an AnnData, cells x features, with
+    AnnData or MuData
+        For one modality an AnnData, cells x features, with
 
-    - ``X`` and ``layers["counts"]``: counts (float32, dense; simulated cells express most genes);
-    - ``obsm["true_programs"]``: ``X''``, the activity of each program in each cell as it drives expression
-      (cells x programs, float32); ``obsm["true_activity"]``: ``X``, the Poisson activities before covariate
-      offsets and masks;
-    - ``obs["cell_type"]`` (``design="cell_type"``), ``obs["covariate"]`` and ``obs["covariate_offset"]``;
-    - ``varm["true_loadings"]``: features x programs, 1 where a program drives the feature;
-    - for RNA, gene positions on a made-up genome in ``var`` (``chrom``, ``start``, ``end``, ``strand``); for
-      ATAC, peaks named by their coordinates (``"chr1-12000-12500"``), each in the body or promoter of the gene
-      it regulates, ``var["gene"]``: the gene sharing the most programs with the peak;
-    - ``uns["simulation"]``: ``params``, ``rates`` of the programs, ``covariate_means`` and, for the cell-type
-      design, ``cell_type_masks`` (cell types x programs, boolean).
+        - ``X`` and ``layers["counts"]``: counts (float32, dense; simulated cells express most genes);
+        - ``obsm["true_programs"]``: ``X''``, the activity of each program in each cell as it drives expression
+          (cells x programs, float32); ``obsm["true_activity"]``: ``X``, the Poisson activities before covariate
+          offsets and masks;
+        - ``obs["cell_type"]`` (``design="cell_type"``), ``obs["covariate"]`` and ``obs["covariate_offset"]``;
+        - ``varm["true_loadings"]``: features x programs, 1 where a program drives the feature;
+        - for RNA, gene positions on a made-up genome in ``var`` (``chrom``, ``start``, ``end``, ``strand``); for
+          ATAC, peaks named by their coordinates (``"chr1-12000-12500"``), each in the body or promoter of the gene
+          it regulates (the gene sharing the most programs with the peak, named in ``var["gene"]``);
+        - ``uns["simulation"]``: ``params``, ``rates`` of the programs, ``covariate_means`` and, for the cell-type
+          design, ``cell_type_masks`` (cell types x programs, boolean).
 
-    For several modalities a MuData with these ``obs``, ``obsm`` and ``uns`` entries, and in each modality its
-    own counts and ``varm["true_loadings"]``. Each modality also carries ``obsm["true_programs"]``,
-    ``obsm["true_activity"]`` and ``uns["simulation"]``, so that it can be analysed on its own;
-    ``mdata.push_obs()`` copies the ``obs`` columns into the modalities as well.
+        For several modalities a MuData with these ``obs``, ``obsm`` and ``uns`` entries, and in each modality its
+        own counts and ``varm["true_loadings"]``. Each modality also carries ``obsm["true_programs"]``,
+        ``obsm["true_activity"]`` and ``uns["simulation"]``, so that it can be analysed on its own;
+        ``mdata.push_obs()`` copies the ``obs`` columns into the modalities as well.
 
     Examples
     --------

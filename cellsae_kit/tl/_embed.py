@@ -12,7 +12,7 @@ from sklearn.decomposition import PCA
 
 from .._docs import doc_params
 from ..models import fit_autoencoder
-from ._input import check_adata, get_input
+from ._input import check_adata, get_input, get_var, is_mudata
 
 EMBED_METHODS: tuple[str, ...] = ("pca", "autoencoder")
 
@@ -54,6 +54,7 @@ def embed(
     normalize: bool = True,
     key_added: str | None = None,
     layer: str | None = None,
+    mod: str | None = None,
     random_state: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -87,6 +88,9 @@ def embed(
         genes).
     layer
         Use these counts instead of ``X`` (for example ``"counts"``).
+    mod
+        For a MuData, the modality to embed (``"rna"``); the representation goes into the MuData's ``obsm``, the
+        PCA loadings into the modality's ``varm``.
     random_state
         Seed.
     {device}
@@ -117,8 +121,14 @@ def embed(
         raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
     if fit_kwargs and method != "autoencoder":
         raise TypeError(f"{', '.join(fit_kwargs)}: options of the autoencoder, not of method={method!r}.")
-    check_adata(adata, mudata=False)
-    data = get_input(adata, None, layer)
+    check_adata(adata)
+    if is_mudata(adata) and mod is None:
+        raise ValueError(
+            f"adata is a MuData: name the modality to embed with mod=, one of {', '.join(map(repr, adata.mod))} (or "
+            "combine modalities with cellsae_kit.tl.joint_embedding)."
+        )
+    genes = adata if mod is None else get_var(adata, mod=mod)
+    data = get_input(genes, None, layer)
     values = data.X.data if sparse.issparse(data.X) else data.X
     if values.size and values.min() < 0:
         raise ValueError(
@@ -168,6 +178,6 @@ def embed(
     adata = adata.copy() if copy else adata
     adata.obsm[f"X_{key_added}"] = latent
     if loadings is not None:
-        adata.varm[key_added] = loadings
+        (adata if mod is None else adata.mod[mod]).varm[key_added] = loadings
     adata.uns[key_added] = {"params": params} | entry
     return adata if copy else None

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .._docs import doc_params
 from ..models import fvu
-from ._input import check_adata, get_input
+from ._input import get_input
 
 Method = Literal["pca", "ica", "nmf", "dictionary"]
 FACTORIZE_METHODS: tuple[str, ...] = ("pca", "ica", "nmf", "dictionary")
@@ -191,9 +191,9 @@ def factorize(
     >>> adata.obsm["X_ica_pca"].shape
     (300, 10)
     """
-    check_adata(adata, mudata=False)
     data = get_input(adata, use_rep)
-    key_added = f"{method}_{data.use_rep.removeprefix('X_')}" if key_added is None else key_added
+    source = data.rep.removeprefix("X_") if data.mod is None else f"{data.mod}_{data.rep.removeprefix('X_')}"
+    key_added = f"{method}_{source}" if key_added is None else key_added
     if f"X_{key_added}" == data.use_rep:
         raise ValueError(f"key_added={key_added!r} would overwrite the input obsm['X_{key_added}']; choose another.")
     X = data.X.toarray() if hasattr(data.X, "toarray") else data.X

@@ -11,10 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from mudata import MuData
 
 from .. import pl
 from ..tl._genes import top_genes
-from ..tl._input import get_codes, get_groups
+from ..tl._input import get_codes, get_groups, get_var, is_mudata
 from ..tl._stats import feature_table
 
 # Genes listed per feature; the gene search looks at the same genes, so a hit is always visible in the table.
@@ -57,6 +58,9 @@ class FeatureExplorer(w.VBox):
     groupby
         Categorical ``obs`` column (cell types, clusters) for the activation per group; default: the one given to
         :func:`cellsae_kit.tl.feature_stats`, if any.
+    mod
+        For a MuData, the modality whose genes (peaks, proteins) are shown and searched; default: the first one
+        with loadings.
 
     Attributes
     ----------
@@ -97,9 +101,25 @@ class FeatureExplorer(w.VBox):
     True
     """
 
-    def __init__(self, adata: AnnData, key: str = "sae", *, basis: str = "umap", groupby: str | None = None):
+    def __init__(
+        self,
+        adata: AnnData | MuData,
+        key: str = "sae",
+        *,
+        basis: str = "umap",
+        groupby: str | None = None,
+        mod: str | None = None,
+    ):
         self.adata = adata
         self.key = key
+        self._mod = mod
+        if is_mudata(adata):
+            self._mod = (
+                mod
+                if mod is not None
+                else next((name for name, m in adata.mod.items() if f"{key}_loadings" in m.varm), next(iter(adata.mod)))
+            )
+        self._genes = get_var(adata, key, self._mod)
         self._codes = get_codes(adata, key).tocsc()  # one column per feature is read at a time
         bases = [
             k
@@ -160,7 +180,7 @@ class FeatureExplorer(w.VBox):
         self._annotation = annotation if isinstance(annotation, pd.DataFrame) else None
         self._net = entry.get("annotation_params", {}).get("net", "go_bp")
         alpha = entry.get("annotation_params", {}).get("alpha", ALPHA)
-        loadings = self.adata.varm.get(f"{self.key}_loadings")
+        loadings = self._genes.varm.get(f"{self.key}_loadings")
 
         order = pd.DataFrame(
             {
@@ -192,7 +212,7 @@ class FeatureExplorer(w.VBox):
                 # The genes of tl.top_genes(n=N_GENES) as a set; one column at a time keeps memory small.
                 column = loadings[:, i]
                 genes = np.argpartition(-column, n_top - 1)[:n_top]
-                self._words[i] += [str(g).lower() for g in self.adata.var_names[genes[column[genes] > 0]]]
+                self._words[i] += [str(g).lower() for g in self._genes.var_names[genes[column[genes] > 0]]]
         searchable = [name for name, there in (("term", self._annotation), ("gene", loadings)) if there is not None]
         self.search.placeholder = " or ".join(searchable) or "nothing to search"
         self.search.disabled = not searchable
@@ -269,13 +289,13 @@ class FeatureExplorer(w.VBox):
 
     def _draw_genes(self) -> None:
         i = self.feature.value
-        if f"{self.key}_loadings" not in self.adata.varm:
+        if f"{self.key}_loadings" not in self._genes.varm:
             self.genes.value = _hint(
                 f"No gene loadings (varm['{self.key}_loadings']): run "
                 f"cellsae_kit.tl.feature_genes(adata, key={self.key!r}) to see and search genes."
             )
             return
-        table = top_genes(self.adata, i, self.key, n=N_GENES)
+        table = top_genes(self.adata, i, self.key, n=N_GENES, mod=self._mod)
         if table.empty:
             self.genes.value = _hint(f"Feature {i} raises no gene (no positive loading).")
             return

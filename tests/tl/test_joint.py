@@ -271,3 +271,27 @@ def test_feature_genes_writes_into_the_modality(mdata):
     )
     assert "sae_loadings" not in mdata.mod["atac"].varm and "sae_loadings" not in mdata.varm
     assert mdata.uns["sae"]["params"]["loadings"] == {"rna": "feature_genes:correlation"}
+
+
+def test_embed_and_factorize_on_a_mudata(mdata):
+    csk.tl.embed(mdata, "pca", 6, mod="atac", layer="counts", key_added="atac_pca")
+    assert mdata.obsm["X_atac_pca"].shape == (600, 6) and mdata.mod["atac"].varm["atac_pca"].shape == (200, 6)
+    alone = mdata.mod["atac"].copy()
+    csk.tl.embed(alone, "pca", 6, layer="counts")
+    np.testing.assert_allclose(mdata.obsm["X_atac_pca"], alone.obsm["X_pca"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="mod="):
+        csk.tl.embed(mdata, "pca", 6)
+
+    csk.tl.factorize(mdata, "rna:X_pca", "ica", n_components=4)
+    assert mdata.obsm["X_ica_rna_pca"].shape == (600, 4)
+    csk.tl.factorize(mdata, "X_atac_pca", "pca")
+    assert "X_pca_atac_pca" in mdata.obsm
+
+
+def test_proteins_keep_their_names():
+    mdata = csk.datasets.simulate(400, 6, 3, modalities=("rna", "prot"), n_genes=80, n_proteins=20)
+    csk.tl.joint_embedding(mdata, n_comps=5)
+    csk.tl.sae(mdata, "X_joint", n_features=12, k=3, n_epochs=5, progress=False)
+    table = csk.tl.top_genes(mdata, 0, mod="prot", n=5, sign="both")
+    assert set(table["gene"]) <= set(mdata.mod["prot"].var_names) and len(table) == 5
+    assert mdata.mod["prot"].varm["sae_loadings"].shape == (20, 12)

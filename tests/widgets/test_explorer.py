@@ -235,3 +235,18 @@ def test_without_ipywidgets_the_error_says_what_to_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "cellsae_kit.widgets._explorer")
     with pytest.raises(ImportError, match="pip install 'ipywidgets"):
         csk.widgets.FeatureExplorer  # noqa: B018
+
+
+def test_explorer_on_a_mudata_shows_the_chosen_modality():
+    mdata = csk.datasets.simulate(400, 6, 3, modalities=("rna", "atac"), n_genes=60, n_peaks=90)
+    csk.tl.joint_embedding(mdata, n_comps=5)
+    mdata.obsm["X_umap"] = mdata.obsm["X_joint"][:, :2]
+    csk.tl.sae(mdata, "X_joint", n_features=12, k=3, n_epochs=5, progress=False)
+    explorer = FeatureExplorer(mdata, mod="atac")
+    chosen = explorer.feature.value
+    peaks = [r[0] for r in rows(explorer.genes.value)]
+    assert peaks == csk.tl.top_genes(mdata, chosen, mod="atac", n=15)["gene"].tolist()
+    assert all(p.startswith("chr") for p in peaks)
+    explorer.search.value = peaks[0]
+    assert chosen in options(explorer)
+    assert [r[0] for r in rows(FeatureExplorer(mdata, mod="rna").genes.value)][0].startswith("gene_")

@@ -90,7 +90,7 @@ def top_genes(
     ax.set_yticks(y, table["gene"].astype(str).tolist())
     ax.set_ylim(len(table) - 0.5, -0.5)  # the largest loading on top
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("gene loading")
+    ax.set_xlabel("gene loading" if mod in (None, "rna") else f"{mod} loading")
     ax.set_title(feature_title(index, best_terms(adata, key)))
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)

@@ -2,22 +2,28 @@
 
 The reference loop is what a first implementation looks like: encoder matmul, top-k, scatter the kept values into
 a dense cells x features matrix, decode with a full matmul, fp32, Adam, the same batch size. Our trainer adds the
-recipes (centring, unit-norm decoder with gradient projection, AuxK, resampling, validation) and decodes only the
-active rows.
+recipes (centring, unit-norm decoder with gradient projection, AuxK, resampling, validation) and is sparse where
+the maths is: the backward pass touches only the selected (cell, feature) entries of the encoder and the decoder
+(``SparseAutoencoder.with_gradients``), and on a CPU the encoder runs a block of cells at a time.
+
+The reference and our trainer alternate ``--repeats`` times in the same process (the machine may be shared, so
+each speed-up is the ratio of two back-to-back runs; the JSON keeps every run and the load average).
 
 Usage::
 
     python benchmarks/train_speed.py                 # both shapes, CPU or the GPU that torch sees
     python benchmarks/train_speed.py --quick         # a smaller run for a smoke test
 
-Writes ``benchmarks/results/train_speed_<device>.json``.
+Writes ``benchmarks/results/train_speed_<device>.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -29,10 +35,11 @@ from cellsae_kit.models import fit, resolve_device
 RESULTS = Path(__file__).parent / "results"
 SHAPES = [
     {"d": 50, "m": 2048, "k": 32, "n_cells": 40_960, "epochs": 2},
-    {"d": 2000, "m": 8192, "k": 64, "n_cells": 8192, "epochs": 1},
+    {"d": 2000, "m": 8192, "k": 64, "n_cells": 16_384, "epochs": 1},
 ]
 QUICK = [{"d": 50, "m": 512, "k": 16, "n_cells": 8192, "epochs": 1}]
 BATCH = 4096
+ACTIVATIONS = ("topk", "batchtopk", "relu")
 
 
 def reference_loop(X: torch.Tensor, m: int, k: int, batch_size: int, epochs: int, device) -> float:
@@ -62,7 +69,7 @@ def reference_loop(X: torch.Tensor, m: int, k: int, batch_size: int, epochs: int
     return n * epochs / (time.perf_counter() - start)
 
 
-def ours(X: np.ndarray, m: int, k: int, batch_size: int, epochs: int, device, activation: str) -> dict:
+def ours(X: np.ndarray, m: int, k: int, batch_size: int, epochs: int, device, activation: str, precision: str) -> dict:
     """Cells per second of cellsae_kit's trainer, from its per-epoch wall times (validation included)."""
     result = fit(
         X,
@@ -74,6 +81,7 @@ def ours(X: np.ndarray, m: int, k: int, batch_size: int, epochs: int, device, ac
         validation_fraction=0.02,
         patience=epochs + 1,
         device=device,
+        precision=precision,
         progress=False,
     )
     seconds = sum(result.history["seconds"])
@@ -98,37 +106,95 @@ def device_name(device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
+def measure(shape: dict, device, repeats: int, precision: str) -> dict:
+    """Alternate the reference loop and our trainer ``repeats`` times; medians and back-to-back ratios."""
+    X = np.random.default_rng(0).normal(size=(shape["n_cells"], shape["d"])).astype(np.float32)
+    runs = []
+    for _ in range(repeats):
+        run = {"reference": reference_loop(torch.from_numpy(X), shape["m"], shape["k"], BATCH, shape["epochs"], device)}
+        for activation in ACTIVATIONS:
+            out = ours(X, shape["m"], shape["k"], BATCH, shape["epochs"], device, activation, precision)
+            run[activation] = out["cells_per_s"]
+            run[f"{activation}_fvu_validation"] = out["fvu_validation"]
+        runs.append(run)
+        print(json.dumps({k: round(v, 4) for k, v in run.items()}), flush=True)
+    row = {**shape, "batch_size": BATCH, "reference_cells_per_s": statistics.median(r["reference"] for r in runs)}
+    for activation in ACTIVATIONS:
+        row[f"{activation}_cells_per_s"] = statistics.median(r[activation] for r in runs)
+        row[f"{activation}_speedup"] = statistics.median(r[activation] / r["reference"] for r in runs)
+        row[f"{activation}_fvu_validation"] = runs[-1][f"{activation}_fvu_validation"]
+    row["runs"] = runs
+    return row
+
+
+def figure(out: dict, path: Path) -> None:
+    """Bar chart: cells/s of the reference loop and of our trainer per activation, speed-up written on the bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = out["results"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
+    names = ["reference", *ACTIVATIONS]
+    colours = ["#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e"]
+    for ax, row in zip(axes[0], rows, strict=True):
+        speeds = [row["reference_cells_per_s"]] + [row[f"{a}_cells_per_s"] for a in ACTIVATIONS]
+        bars = ax.bar(range(len(names)), speeds, color=colours)
+        for bar, activation in zip(bars[1:], ACTIVATIONS, strict=True):
+            ax.annotate(
+                f"{row[f'{activation}_speedup']:.1f}x",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=9,
+            )
+        ax.set_xticks(range(len(names)), ["dense\nreference", "TopK", "BatchTopK", "ReLU"])
+        ax.set_ylabel("cells per second")
+        ax.set_ylim(0, max(speeds) * 1.15)
+        ax.set_title(f"d={row['d']}, m={row['m']}, k={row['k']}, batch {row['batch_size']}", fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(f"Training speed on {out['device']}, torch {out['torch']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
-    """Run the benchmark and write the JSON results."""
+    """Run the benchmark and write the JSON results and the figure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternations of reference and ours per shape")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    rows = []
-    for shape in QUICK if args.quick else SHAPES:
-        X = np.random.default_rng(0).normal(size=(shape["n_cells"], shape["d"])).astype(np.float32)
-        ref = reference_loop(torch.from_numpy(X), shape["m"], shape["k"], BATCH, shape["epochs"], device)
-        row = {**shape, "batch_size": BATCH, "reference_cells_per_s": ref}
-        for activation in ("topk", "batchtopk", "relu"):
-            out = ours(X, shape["m"], shape["k"], BATCH, shape["epochs"], device, activation)
-            row[f"{activation}_cells_per_s"] = out["cells_per_s"]
-            row[f"{activation}_speedup"] = out["cells_per_s"] / ref
-        rows.append(row)
-        print(json.dumps(row))
+    load_before = os.getloadavg()
+    rows = [measure(shape, device, args.repeats, args.precision) for shape in (QUICK if args.quick else SHAPES)]
     RESULTS.mkdir(exist_ok=True)
     out = {
         "benchmark": "train_speed",
         "device": device_name(device),
         "device_type": device.type,
         "torch": torch.__version__,
-        "note": "cells/s over training epochs; reference = dense scatter + full matmul TopK loop, same batch, Adam",
+        "threads": torch.get_num_threads(),
+        "precision": args.precision,
+        "repeats": args.repeats,
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        "note": (
+            "cells/s over training epochs (ours: validation included); reference = dense scatter + full matmul "
+            "TopK loop, fp32, same batch, Adam; medians over alternating runs, speed-up = median of back-to-back "
+            "ratios"
+        ),
         "results": rows,
     }
     suffix = "_quick" if args.quick else ""
     path = RESULTS / f"train_speed_{device.type}{suffix}.json"
     path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    figure(out, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The SAE engine: pure torch/numpy, no AnnData."""
 
 from ._autoencoder import Autoencoder, AutoencoderResult, fit_autoencoder
+from ._data import ChunkedRows, encode_rows
 from ._io import load, save
 from ._metrics import activation_stats, fvu, max_decoder_cosine
 from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
@@ -10,12 +11,14 @@ __all__ = [
     "ACTIVATIONS",
     "Autoencoder",
     "AutoencoderResult",
+    "ChunkedRows",
     "Codes",
     "FitResult",
     "SparseAutoencoder",
     "activation_stats",
     "check_data",
     "default_lr",
+    "encode_rows",
     "fit",
     "fit_autoencoder",
     "fvu",

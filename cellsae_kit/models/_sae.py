@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -13,6 +14,8 @@ from torch import nn
 Activation = Literal["topk", "batchtopk", "relu"]
 #: The activations a :class:`SparseAutoencoder` can use.
 ACTIVATIONS: tuple[str, ...] = ("topk", "batchtopk", "relu")
+# Pre-activations (cells x features) computed at once by TopK on a CPU: 2**21 floats, 8 MB, about an L2/L3 slice.
+CPU_BLOCK = 2**21
 
 
 class Codes(NamedTuple):
@@ -122,11 +125,25 @@ class SparseAutoencoder(nn.Module):
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """Compute encoder pre-activations ``(x * input_scale - b_dec) @ W_enc + b_enc``."""
-        return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
+        return torch.addmm(self.b_enc, x * self.input_scale - self.b_dec, self.W_enc)
 
     def encode(self, x: torch.Tensor) -> Codes:
-        """Encode a batch into sparse codes (see :class:`Codes`)."""
-        return self.select(self.pre_activations(x))
+        """Encode a batch into sparse codes (see :class:`Codes`).
+
+        With gradients on, a TopK or BatchTopK model selects from pre-activations computed without them and then
+        attaches gradients to the selected values only (:meth:`with_gradients`): the same values and gradients
+        as differentiating through the dense pre-activations, at the cost of the selected entries. On a CPU,
+        TopK encodes a block of cells at a time, so that the block's pre-activations stay in the cache.
+        """
+        dense = self.activation == "relu" or (self.activation == "batchtopk" and not self.training)
+        sparse_grad = torch.is_grad_enabled() and not dense
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not sparse_grad):
+            if self.activation == "topk" and x.device.type == "cpu":
+                blocks = [self.select(self.pre_activations(b)) for b in x.split(max(1, CPU_BLOCK // self.n_features))]
+                codes = Codes(torch.cat([c.values for c in blocks]), torch.cat([c.indices for c in blocks]))
+            else:
+                codes = self.select(self.pre_activations(x))
+        return self.with_gradients(codes, x) if sparse_grad else codes
 
     def select(self, pre: torch.Tensor) -> Codes:
         """Apply the sparsifying activation to pre-activations."""
@@ -142,19 +159,55 @@ class SparseAutoencoder(nn.Module):
         values, indices = pre.topk(self.k, dim=1, sorted=False)
         return Codes(F.relu(values), indices)
 
+    def with_gradients(self, codes: Codes, x: torch.Tensor) -> Codes:
+        """Make sparse codes selected without gradients differentiable, at the cost of their entries.
+
+        Differentiating through the dense pre-activations costs two cells x features x inputs products in the
+        backward pass, although the gradient is zero outside the selected entries. Here the gradients of
+        ``W_enc``, ``b_enc``, ``b_dec`` (and ``x``) come from the selected entries alone; they equal the dense
+        ones, with the ReLU's zero gradient where a value is not positive.
+
+        Parameters
+        ----------
+        codes
+            Codes from :meth:`select` on pre-activations of ``x`` computed under ``torch.no_grad()``.
+        x
+            The batch the codes were computed from.
+
+        Returns
+        -------
+        The same codes, their values now connected to the weights.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from cellsae_kit.models import SparseAutoencoder
+        >>> sae, x = SparseAutoencoder(6, 12, k=2), torch.randn(3, 6)
+        >>> with torch.no_grad():
+        ...     codes = sae.select(sae.pre_activations(x))
+        >>> sae.with_gradients(codes, x).values.sum().backward()
+        >>> int((sae.W_enc.grad.abs().sum(0) > 0).sum()) <= 6
+        True
+        """
+        if codes.indices is None:
+            raise ValueError("with_gradients needs sparse codes (TopK, or BatchTopK in training); got dense codes.")
+        rows = codes.rows
+        if rows is None:
+            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(codes.indices.shape[1])
+        values = _SelectedEncoding.apply(
+            codes.values, x, self.W_enc, self.b_enc, self.b_dec, self.input_scale, rows, codes.indices
+        )
+        return Codes(values, codes.indices, codes.rows)
+
     def decode(self, codes: Codes, n_cells: int | None = None) -> torch.Tensor:
         """Reconstruct a batch in scaled input units from its codes, touching only the active decoder rows."""
         if codes.indices is None:
-            out = codes.values @ self.W_dec
-        elif codes.rows is None:
-            weights = codes.values.to(self.W_dec.dtype)
-            out = F.embedding_bag(codes.indices, self.W_dec, per_sample_weights=weights, mode="sum")
-        else:  # BatchTopK in training: a variable number of features per cell, rows sorted
-            n_cells = int(codes.rows.max()) + 1 if n_cells is None else n_cells
-            offsets = torch.searchsorted(codes.rows, torch.arange(n_cells, device=codes.rows.device))
-            weights = codes.values.to(self.W_dec.dtype)
-            out = F.embedding_bag(codes.indices, self.W_dec, offsets, per_sample_weights=weights, mode="sum")
-        return out + self.b_dec
+            return torch.addmm(self.b_dec, codes.values.to(self.W_dec.dtype), self.W_dec)
+        if codes.rows is None:
+            n_cells = codes.indices.shape[0]
+        elif n_cells is None:  # BatchTopK in training: a variable number of features per cell, rows sorted
+            n_cells = int(codes.rows.max()) + 1
+        return sparse_decode(codes, self.W_dec, n_cells) + self.b_dec
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Codes]:
         """Return the reconstruction in scaled units and the codes."""
@@ -213,6 +266,98 @@ class SparseAutoencoder(nn.Module):
             state[name] = value
         model.load_state_dict(state)
         return model
+
+
+def sparse_decode(codes: Codes, weight: torch.Tensor, n_cells: int) -> torch.Tensor:
+    """Sum the rows of ``weight`` (features x inputs) named by sparse codes, weighted by their values.
+
+    The backward pass touches only the named rows and entries: ``weight`` gets the values times the output
+    gradient, the values get the dot products of the output gradient with their rows. (Autograd through
+    ``F.embedding_bag`` computes the same but, on CPUs, several times slower.)
+    """
+    rows = codes.rows
+    if rows is None:
+        rows = torch.arange(n_cells, device=codes.indices.device).repeat_interleave(codes.indices.shape[1])
+    return _SparseDecoding.apply(codes.values.to(weight.dtype), weight, rows, codes.indices, n_cells)
+
+
+def _pairs(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Build a sparse COO matrix with ``values`` at the distinct (``rows``, ``cols``) pairs."""
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False)
+
+
+def _csr_pattern(
+    rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Build a CSR matrix of zeros at distinct (``rows``, ``cols``) pairs; also return the pairs' order in it."""
+    order = torch.argsort(rows * shape[1] + cols)
+    crow = torch.zeros(shape[0] + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
+    zeros = torch.zeros(len(order), dtype=dtype, device=rows.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, cols[order], zeros, shape, check_invariants=False), order
+
+
+class _SelectedEncoding(torch.autograd.Function):
+    """Encoder pre-activations at selected (cell, feature) entries, with a backward over those entries only.
+
+    Forward passes the (rectified) values through; backward turns their gradient ``g`` (zero where a value is
+    not positive, as through a ReLU) into ``W_enc`` += ``x_c^T G``, ``b_enc`` += column sums of ``G`` and
+    ``b_dec`` -= ``W_enc`` times those sums, where ``G`` is the cells x features matrix holding ``g`` at the
+    entries and ``x_c = x * scale - b_dec``.
+    """
+
+    @staticmethod
+    def forward(ctx, values, x, W_enc, b_enc, b_dec, scale, rows, cols):  # noqa: D102
+        ctx.save_for_backward(values, x, W_enc, b_dec, scale, rows, cols)
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        values, x, W_enc, b_dec, scale, rows, cols = ctx.saved_tensors
+        n, m = x.shape[0], W_enc.shape[1]
+        g = (grad * (values > 0)).flatten().to(W_enc.dtype)
+        rows, cols = rows.flatten(), cols.flatten()
+        grad_x = grad_W = grad_b_enc = grad_b_dec = None
+        if ctx.needs_input_grad[2]:
+            x_c = x.to(W_enc.dtype) * scale - b_dec
+            grad_W = torch.sparse.mm(_pairs(cols, rows, g, (m, n)), x_c).T
+        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+            column_sums = torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
+            grad_b_enc = column_sums if ctx.needs_input_grad[3] else None
+            grad_b_dec = -(W_enc @ column_sums) if ctx.needs_input_grad[4] else None
+        if ctx.needs_input_grad[1]:
+            grad_x = (torch.sparse.mm(_pairs(rows, cols, g, (n, m)), W_enc.T) * scale).to(x.dtype)
+        return None, grad_x, grad_W, grad_b_enc, grad_b_dec, None, None, None
+
+
+class _SparseDecoding(torch.autograd.Function):
+    """``sum_j values_j * weight[cols_j]`` for each row, with a backward over the named rows and entries."""
+
+    @staticmethod
+    def forward(ctx, values, weight, rows, cols, n_cells):  # noqa: D102
+        ctx.save_for_backward(values, weight, rows, cols)
+        ctx.n_cells = n_cells
+        if values.dim() == 2:  # TopK: k entries per cell
+            return F.embedding_bag(cols, weight, per_sample_weights=values, mode="sum")
+        offsets = torch.searchsorted(rows, torch.arange(n_cells, device=rows.device))
+        return F.embedding_bag(cols, weight, offsets, per_sample_weights=values, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        values, weight, rows, cols = ctx.saved_tensors
+        n, m = ctx.n_cells, weight.shape[0]
+        rows, cols, grad = rows.flatten(), cols.flatten(), grad.to(weight.dtype)
+        grad_values = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            # the dot product of each entry's output gradient with its row, evaluated at the entries only
+            pattern, order = _csr_pattern(rows, cols, (n, m), weight.dtype)
+            dots = torch.sparse.sampled_addmm(pattern, grad, weight.T, beta=0).values()
+            grad_values = torch.empty_like(dots).index_copy_(0, order, dots).view_as(values).to(values.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.sparse.mm(_pairs(cols, rows, values.flatten().to(weight.dtype), (m, n)), grad)
+        return grad_values, grad_weight, None, None, None
 
 
 def check_config(n_inputs: int, n_features: int, activation: str, k: int, l1_coef: float) -> None:

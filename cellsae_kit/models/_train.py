@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from scipy import sparse
 from tqdm.auto import tqdm
 
+from ._data import ChunkedRows, Stream, codes_stats, encode_rows
+from ._distributed import Sync
 from ._metrics import activation_stats, max_decoder_cosine
-from ._sae import Activation, SparseAutoencoder, check_config, to_tensor
+from ._sae import Activation, Codes, SparseAutoencoder, check_config, sparse_decode, to_tensor
 
 Center = Literal["mean", "median", "none"]
 Precision = Literal["float32", "bfloat16"]
@@ -33,7 +35,8 @@ class FitResult:
     model
         The trained model (best validation epoch), in eval mode, on the training device.
     codes
-        Activations of every input cell (CSR, cells x features).
+        Activations of every input cell (CSR, cells x features); ``None`` on processes other than rank 0 under
+        ``torchrun``.
     history
         Per-epoch lists: ``epoch``, ``loss``, ``fvu_train``, ``fvu_validation``, ``l0``, ``dead_fraction``, ``lr``
         and ``seconds`` (wall time of the epoch, validation included).
@@ -55,7 +58,7 @@ class FitResult:
     """
 
     model: SparseAutoencoder
-    codes: sparse.csr_matrix
+    codes: sparse.csr_matrix | None
     history: dict[str, list[float]]
     metrics: dict[str, float]
     train_indices: np.ndarray
@@ -162,6 +165,25 @@ def geometric_median(x: np.ndarray, *, n_iter: int = 100, tol: float = 1e-6) -> 
     return m
 
 
+def _batches(data, train_idx: np.ndarray, batch_size: int, rng: np.random.Generator, device: torch.device, epoch: int):
+    """One epoch's minibatches: shuffled cells in memory, or shuffled chunks of a :class:`Stream`."""
+    if isinstance(data, Stream):
+        yield from data.epoch(epoch, batch_size)
+        return
+    order = train_idx[rng.permutation(len(train_idx))]
+    for start in range(0, len(order), batch_size):
+        yield _rows(data, np.sort(order[start : start + batch_size]), device).float()
+
+
+def _cells(data, idx: np.ndarray, batch_size: int, device: torch.device):
+    """Yield the given cells in order, a batch at a time (a stream reads its chunks, each process its share)."""
+    if isinstance(data, Stream):
+        yield from data.cells(idx, batch_size)
+        return
+    for start in range(0, len(idx), batch_size):
+        yield _rows(data, idx[start : start + batch_size], device).float()
+
+
 def _rows(X: np.ndarray | sparse.spmatrix | torch.Tensor, idx: np.ndarray, device: torch.device) -> torch.Tensor:
     if isinstance(X, torch.Tensor):
         return X[torch.as_tensor(idx, device=X.device)].to(device, non_blocking=True)
@@ -194,27 +216,30 @@ class _FVU:
         self.n = 0
 
     def add(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
-        x, x_hat = x.double(), x_hat.double()
-        self.sse += float(((x - x_hat) ** 2).sum())
-        self.sum = self.sum + x.sum(0)
-        self.sumsq += float((x**2).sum())
+        # Sums in float64 on the device (0-d tensors), so that adding a batch does not wait for it.
+        self.sse = self.sse + (x - x_hat).pow(2).sum(dtype=torch.float64)
+        self.sum = self.sum + x.sum(0, dtype=torch.float64)
+        self.sumsq = self.sumsq + x.pow(2).sum(dtype=torch.float64)
         self.n += x.shape[0]
 
     def value(self) -> float:
-        total = self.sumsq - float((self.sum**2).sum()) / self.n if self.n else 0.0
-        return self.sse / total if total > 0 else float("nan")
+        total = float(self.sumsq) - float((self.sum**2).sum()) / self.n if self.n else 0.0
+        return float(self.sse) / total if total > 0 else float("nan")
 
 
 @torch.no_grad()
-def _evaluate(model: SparseAutoencoder, X, idx: np.ndarray, batch_size: int, device: torch.device) -> float:
+def _evaluate(
+    model: SparseAutoencoder, X, idx: np.ndarray, batch_size: int, device: torch.device, sync: Sync | None = None
+) -> float:
     if len(idx) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
     acc = _FVU()
-    for start in range(0, len(idx), batch_size):
-        x = _rows(X, idx[start : start + batch_size], device).float()
+    for x in _cells(X, idx, batch_size, device):
         acc.add(x * model.input_scale, model(x)[0].float())
+    if sync is not None:
+        sync.fvu(acc, model.n_inputs)
     model.train(was_training)
     return acc.value()
 
@@ -234,7 +259,7 @@ def _schedule(total_steps: int, warmup_fraction: float, decay_fraction: float):
 
 
 def fit(
-    X: np.ndarray | sparse.spmatrix,
+    X: np.ndarray | sparse.spmatrix | ChunkedRows,
     *,
     n_features: int = 512,
     activation: Activation = "topk",
@@ -242,6 +267,8 @@ def fit(
     l1_coef: float = 0.05,
     center: Center = "mean",
     init: Literal["data", "random"] = "data",
+    init_decoder: np.ndarray | None = None,
+    freeze_decoder: bool = False,
     batch_size: int = 1024,
     n_epochs: int | None = None,
     lr: float | None = None,
@@ -265,7 +292,12 @@ def fit(
     Parameters
     ----------
     X
-        Cells x input dimensions, dense or sparse (CSR rows are densified one minibatch at a time).
+        Cells x input dimensions, dense or sparse (CSR rows are densified one minibatch at a time), or a
+        :class:`ChunkedRows` over data on disk (a backed ``.h5ad``, zarr), which is streamed: minibatches from
+        shuffled chunks, centre and initialisation from a sample of chunks, whole chunks held out for validation.
+        Under ``torchrun`` (``torch.distributed`` initialised with several processes) each process streams its
+        shard of the chunks, ``batch_size`` is the global batch, and gradients, fired features and resampling are
+        shared so that the processes train one model; only rank 0 returns the activations.
     n_features
         Dictionary size.
     activation
@@ -281,6 +313,12 @@ def fit(
         ``"data"`` points the decoder rows at randomly drawn training cells (relative to the centre), which keeps
         features alive in anisotropic spaces such as PCA; ``"random"`` draws random unit directions. Either way
         the encoder starts as the decoder's transpose.
+    init_decoder
+        Start from this dictionary instead (features x input dimensions, in the input's units; rows are scaled to
+        unit norm), for example a consensus dictionary from :func:`cellsae_kit.tl.consensus`; overrides ``init``.
+    freeze_decoder
+        Keep the decoder rows at ``init_decoder`` and train only the encoder and biases (resampling of dead
+        features, which moves decoder rows, is then off).
     batch_size
         Cells per optimisation step (capped at the number of training cells).
     n_epochs
@@ -332,7 +370,9 @@ def fit(
     >>> result.codes.shape
     (300, 32)
     """
-    check_data(X, input_name)
+    stream = X if isinstance(X, ChunkedRows) else None
+    if stream is None:
+        check_data(X, input_name)
     n_cells, n_inputs = X.shape
     if n_cells < 2:
         raise ValueError(f"{input_name} has a single cell; an SAE needs at least two (one to train, one to check).")
@@ -352,12 +392,23 @@ def fit(
         warnings.warn("precision='bfloat16' needs a CUDA GPU; training in float32 on the CPU.", stacklevel=2)
         precision = "float32"
 
+    sync = Sync.current(device)  # several processes under torchrun: each streams its shard of the chunks
+    if sync.world_size > 1 and stream is None:
+        X = stream = ChunkedRows(X, name=input_name)
+
     rng = np.random.default_rng(random_state)
     generator = torch.Generator().manual_seed(int(random_state))
-    train_idx, val_idx = split(n_cells, validation_fraction, rng)
+    if stream is None:
+        train_idx, val_idx = split(n_cells, validation_fraction, rng)
+        head, head_idx = X, train_idx  # the cells that centring, scaling and initialisation look at
+    else:
+        plan = Stream.plan(stream, validation_fraction, rng, device, world_size=sync.world_size, rank=sync.rank)
+        train_idx, val_idx = plan.train_indices(), plan.validation_indices()
+        head = plan.sample(rng)  # a sample of whole chunks
+        head_idx = np.arange(head.shape[0])
     n_train = len(train_idx)
-    batch_size = min(int(batch_size), n_train)
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    batch_size = min(int(batch_size), n_train) if stream is None else plan.batch_size(int(batch_size))
+    steps_per_epoch = math.ceil(n_train / batch_size) if stream is None else plan.steps_per_epoch(batch_size)
     if n_epochs is None:
         n_epochs = int(min(3000, max(10, math.ceil(3000 / steps_per_epoch))))
     patience = max(5, n_epochs // 10) if patience is None else int(patience)
@@ -365,19 +416,28 @@ def fit(
     dead_window = max(n_train, 10 * batch_size) if dead_window is None else int(dead_window)
     k_aux = K_AUX_CAP if k_aux is None else int(k_aux)
 
-    centre, scale = _centre_and_scale(X, train_idx, center, rng)
+    centre, scale = _centre_and_scale(head, head_idx, center, rng)
     model = SparseAutoencoder(n_inputs, n_features, activation=activation, k=k, l1_coef=l1_coef, metadata=metadata)
     model.reset_parameters(generator)
     with torch.no_grad():
         model.input_scale.fill_(scale)
         model.b_dec.copy_(torch.as_tensor(centre * scale, dtype=torch.float32))
-    if init == "data":
-        _init_from_cells(model, X, train_idx, generator)
+    if init_decoder is not None:
+        _init_from_decoder(model, head, head_idx, init_decoder, generator)
+    elif init == "data":
+        _init_from_cells(model, head, head_idx, generator)
+    if freeze_decoder:
+        if init_decoder is None:
+            raise ValueError("freeze_decoder=True keeps a given dictionary fixed: pass it as init_decoder=.")
+        model.W_dec.requires_grad_(False)
+        resample = False
     model.to(device).train()
+    sync.broadcast(model)
 
-    # Dense data that fits is moved to the device once; sparse data is densified batch by batch.
-    data = X
-    if not sparse.issparse(X):
+    # Dense data that fits is moved to the device once; sparse data is densified batch by batch; a stream is read
+    # chunk by chunk.
+    data = X if stream is None else plan
+    if stream is None and not sparse.issparse(X):
         data = torch.as_tensor(np.asarray(X, dtype=np.float32))
         if device.type == "cuda" and data.numel() * 4 < 0.25 * torch.cuda.mem_get_info(device)[0]:
             data = data.to(device)
@@ -387,44 +447,58 @@ def fit(
         optimizer, _schedule(n_epochs * steps_per_epoch, warmup_fraction, decay_fraction)
     )
     since_fired = torch.zeros(n_features, dtype=torch.long, device=device)
+    oldest = 0  # at least since_fired.max(), known on the host
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     history: dict[str, list[float]] = {
         k_: [] for k_ in ("epoch", "loss", "fvu_train", "fvu_validation", "l0", "dead_fraction", "lr", "seconds")
     }
     best = (math.inf, 0, _snapshot(model))
-    calibration_idx = np.sort(rng.choice(train_idx, min(n_train, 4096), replace=False))
+    calibration_data, calibration_idx = (data, train_idx) if stream is None else (head, head_idx)
+    calibration_idx = np.sort(rng.choice(calibration_idx, min(len(calibration_idx), 4096), replace=False))
 
     bar = tqdm(range(n_epochs), desc="training SAE", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         started = time.perf_counter()
-        order = train_idx[rng.permutation(n_train)]
-        fvu_acc, loss_sum, active_sum = _FVU(), 0.0, 0
-        for start in range(0, n_train, batch_size):
-            x = _rows(data, np.sort(order[start : start + batch_size]), device).float()
+        # Sums stay on the device during the epoch: reading a number back each step would stall a GPU.
+        fvu_acc, loss_sum, active_sum = _FVU(), torch.zeros((), device=device), torch.zeros((), device=device)
+        for x in _batches(data, train_idx, batch_size, rng, device, epoch):
             target = x * model.input_scale
             with autocast:
-                pre = model.pre_activations(x)
-                codes = model.select(pre)
+                # TopK and BatchTopK select from pre-activations computed without gradients and then attach
+                # gradients to the selected entries only, so the backward pass forms no cells x features matrix.
+                if activation == "batchtopk":  # the cut-off is over the whole batch (of all processes)
+                    with torch.no_grad():
+                        codes = sync.select(model, model.pre_activations(x))
+                    codes = model.with_gradients(codes, x)
+                else:
+                    codes = model.encode(x)
                 x_hat = model.decode(codes, x.shape[0])
-            x_hat, pre = x_hat.float(), pre.float()
+            x_hat = x_hat.float()
             loss = (target - x_hat).pow(2).sum(1).mean() / n_inputs
             if activation == "relu":
                 loss = loss + l1_coef * (codes.values.float() * model.W_dec.norm(dim=1)).sum(1).mean()
 
-            active = codes.values != 0
-            fired = torch.zeros(n_features, dtype=torch.bool, device=device)
-            if codes.indices is None:
-                fired |= active.any(0)
-            else:
-                fired[codes.indices[active]] = True
-            since_fired += x.shape[0]
-            since_fired[fired] = 0
-            dead = since_fired >= dead_window
-            if aux_coef > 0 and bool(dead.any()):
-                loss = loss + aux_coef * _aux_loss(model, pre, dead, target - x_hat.detach(), k_aux)
+            with torch.no_grad():
+                active = codes.values != 0
+                if codes.indices is None:
+                    fired = active.any(0)
+                else:
+                    hits = torch.zeros(n_features, dtype=torch.int32, device=device)
+                    fired = hits.index_add_(0, codes.indices.flatten(), active.flatten().to(torch.int32)) > 0
+                fired, n_step = sync.fired(fired, x.shape[0])
+                since_fired.add_(n_step).masked_fill_(fired, 0)
+            # A feature dies after dead_window cells without firing. The host keeps an upper bound of the longest
+            # wait and asks the device (one sync) only once the bound reaches the window.
+            oldest += n_step
+            if oldest >= dead_window:
+                oldest = int(since_fired.max())
+            dead = since_fired >= dead_window if oldest >= dead_window else None
+            if aux_coef > 0 and dead is not None:
+                loss = loss + aux_coef * _aux_loss(model, x, dead, target - x_hat.detach(), k_aux, sync)
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            sync.gradients(model)
             if model.unit_norm_decoder:
                 _project_decoder_grad(model)
             optimizer.step()
@@ -432,22 +506,24 @@ def fit(
             if model.unit_norm_decoder:
                 with torch.no_grad():
                     model.W_dec /= model.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            if resample and bool(dead.any()):
-                _resample(model, optimizer, dead, target, x_hat.detach(), generator)
-                since_fired[dead] = 0
-            fvu_acc.add(target.detach(), x_hat.detach())
-            loss_sum += float(loss.detach()) * x.shape[0]
-            active_sum += int(active.sum())
+            if resample and dead is not None:
+                _resample(model, optimizer, dead, target, x_hat.detach(), generator, sync)
+                since_fired.masked_fill_(dead, 0)
+            fvu_acc.add(target, x_hat.detach())
+            loss_sum += loss.detach() * x.shape[0]
+            active_sum += active.sum()
 
         if activation == "batchtopk":
-            _calibrate_threshold(model, data, calibration_idx, device)
-        val_fvu = _evaluate(model, data, val_idx, max(batch_size, 4096), device)
+            _calibrate_threshold(model, calibration_data, calibration_idx, device)
+        val_fvu = _evaluate(model, data, val_idx, max(batch_size, 4096), device, sync)
+        sync.fvu(fvu_acc, n_inputs)
+        loss_sum, active_sum = sync.total(float(loss_sum), int(active_sum))
         history["epoch"].append(epoch + 1)
-        history["loss"].append(loss_sum / n_train)
+        history["loss"].append(loss_sum / fvu_acc.n)
         history["fvu_train"].append(fvu_acc.value())
         history["fvu_validation"].append(val_fvu)
-        history["l0"].append(active_sum / n_train)
-        history["dead_fraction"].append(float(dead.float().mean()))
+        history["l0"].append(active_sum / fvu_acc.n)
+        history["dead_fraction"].append(0.0 if dead is None else float(dead.float().mean()))
         history["lr"].append(scheduler.get_last_lr()[0])
         history["seconds"].append(time.perf_counter() - started)
         score = val_fvu if len(val_idx) else history["fvu_train"][-1]
@@ -460,11 +536,14 @@ def fit(
 
     model.load_state_dict(best[2])
     model.eval()
-    codes = model.transform(X, batch_size=max(batch_size, 4096))
+    if stream is None:
+        codes = model.transform(X, batch_size=max(batch_size, 4096))
+    else:  # chunk by chunk into one CSR; under torchrun only rank 0 encodes (the others return codes=None)
+        codes = encode_rows(model, stream, batch_size=max(batch_size, 4096)) if sync.rank == 0 else None
     metrics = {
-        "fvu_train": _evaluate(model, data, train_idx, max(batch_size, 4096), device),
-        "fvu_validation": _evaluate(model, data, val_idx, max(batch_size, 4096), device),
-        **activation_stats(codes),
+        "fvu_train": _evaluate(model, data, train_idx, max(batch_size, 4096), device, sync),
+        "fvu_validation": _evaluate(model, data, val_idx, max(batch_size, 4096), device, sync),
+        **({} if codes is None else activation_stats(codes) if stream is None else codes_stats(codes)),
         "max_decoder_cosine": max_decoder_cosine(model.W_dec.detach().cpu()),
         "best_epoch": best[1],
         "n_epochs": len(history["epoch"]),
@@ -520,6 +599,28 @@ def _init_from_cells(model: SparseAutoencoder, X, train_idx: np.ndarray, generat
 
 
 @torch.no_grad()
+def _init_from_decoder(model: SparseAutoencoder, X, train_idx: np.ndarray, decoder, generator) -> None:
+    """Start from a given dictionary (unit rows), encoder tied and shrunk as in :func:`_init_from_cells`."""
+    w = np.asarray(decoder, dtype=np.float64)
+    if w.shape != (model.n_features, model.n_inputs) or not np.isfinite(w).all():
+        raise ValueError(
+            f"init_decoder must be a finite {model.n_features} x {model.n_inputs} array (features x input "
+            f"dimensions); got shape {w.shape}."
+        )
+    norms = np.linalg.norm(w, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"init_decoder has {int((norms == 0).sum())} all-zero rows; every feature needs a direction.")
+    w = torch.as_tensor(w / norms, dtype=torch.float32)
+    model.W_dec.copy_(w)
+    model.W_enc.copy_(w.T)
+    picks = train_idx[torch.randperm(len(train_idx), generator=generator)[:4096].numpy()]
+    x = to_tensor(X[np.sort(picks)], "cpu")
+    target = x * model.input_scale - model.b_dec
+    r = model.decode(model.encode(x), x.shape[0]) - model.b_dec
+    model.W_enc.mul_(((target * r).sum() / (r * r).sum().clamp_min(1e-12)).clamp(1e-3, 1.0))
+
+
+@torch.no_grad()
 def _calibrate_threshold(model: SparseAutoencoder, X, idx: np.ndarray, device: torch.device) -> None:
     """Set the BatchTopK inference threshold so that the given cells keep ``k`` features each on average."""
     pre = F.relu(model.pre_activations(_rows(X, idx, device).float())).flatten()
@@ -532,28 +633,43 @@ def _snapshot(model: SparseAutoencoder) -> dict[str, torch.Tensor]:
 
 
 def _aux_loss(
-    model: SparseAutoencoder, pre: torch.Tensor, dead: torch.Tensor, residual: torch.Tensor, k_aux: int
+    model: SparseAutoencoder,
+    x: torch.Tensor,
+    dead: torch.Tensor,
+    residual: torch.Tensor,
+    k_aux: int,
+    sync: Sync | None = None,
 ) -> torch.Tensor:
-    """AuxK: reconstruct the residual with the top dead features, normalised by the residual's variance."""
-    k_aux = min(k_aux, int(dead.sum()))
-    values, indices = pre.masked_fill(~dead, -math.inf).topk(k_aux, dim=1, sorted=False)
-    residual_hat = F.embedding_bag(indices, model.W_dec, per_sample_weights=F.relu(values), mode="sum")
-    variance = (residual - residual.mean(0)).pow(2).sum(1).mean().clamp_min(1e-12)
+    """AuxK: reconstruct the residual with the top dead features, normalised by the residual's variance.
+
+    Only the dead features' pre-activations are computed, without gradients; the picked ones are then connected
+    to the weights at those entries alone (:meth:`SparseAutoencoder.with_gradients`).
+    """
+    dead_features = torch.nonzero(dead).squeeze(1)
+    with torch.no_grad():
+        x_c = x * model.input_scale - model.b_dec
+        pre = torch.addmm(model.b_enc[dead_features], x_c, model.W_enc[:, dead_features])
+        values, picks = pre.topk(min(k_aux, len(dead_features)), dim=1, sorted=False)
+    codes = model.with_gradients(Codes(F.relu(values), dead_features[picks]), x)
+    residual_hat = sparse_decode(codes, model.W_dec, x.shape[0]).float()
+    variance = (sync or Sync()).variance(residual).clamp_min(1e-12)  # of the whole batch, over all processes
     return (residual_hat - residual).pow(2).sum(1).mean() / variance
 
 
 @torch.no_grad()
-def _resample(model, optimizer, dead, target, x_hat, generator) -> None:
+def _resample(model, optimizer, dead, target, x_hat, generator, sync: Sync | None = None) -> None:
     """Point dead features at cells the model reconstructs worst (drawn with probability ~ squared error).
 
     The new decoder row is the cell's centred input direction, the encoder column the same direction at the
-    live features' mean norm, so the feature fires for that cell; Adam's moments for it are reset.
+    live features' mean norm, so the feature fires for that cell; Adam's moments for it are reset. Under
+    torchrun every process draws the same cells of the whole batch (same generator, gathered errors).
     """
+    sync = sync or Sync()
     idx = torch.nonzero(dead).squeeze(1)
-    err = (target - x_hat).pow(2).sum(1).double().cpu()
+    err = sync.gather((target - x_hat).pow(2).sum(1).double()).cpu()
     weights = err if err.sum() > 0 else torch.ones_like(err)
     cells = torch.multinomial(weights, len(idx), replacement=True, generator=generator).to(target.device)
-    direction = target[cells] - model.b_dec
+    direction = sync.take(target, cells) - model.b_dec
     direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
     alive = ~dead
     # A fifth of the live norm, as in Bricken et al. (2023): the feature wins its cell without swamping others.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,16 +12,17 @@ from anndata import AnnData
 from mudata import MuData
 
 from .._docs import doc_params
-from ..models import SparseAutoencoder, fit
+from ..models import FitResult, SparseAutoencoder, fit
 from ..models._sae import Activation
 from ._input import Input, get_input, is_mudata
+from ._stream import is_streamed, open_streamed
 
 logger = logging.getLogger("cellsae_kit")
 
 
 @doc_params
 def sae(
-    adata: AnnData,
+    adata: AnnData | str | Path,
     use_rep: str | None = None,
     *,
     layer: str | None = None,
@@ -48,9 +50,18 @@ def sae(
     centring on the data mean, unit-norm decoder rows, AuxK and resampling against dead features, a learning
     rate scaled to the dictionary size with warm-up and decay, and early stopping on held-out cells.
 
+    Data larger than memory is streamed from disk: pass an AnnData opened with
+    ``scanpy.read_h5ad(path, backed="r")`` (anndata keeps its ``X`` on disk) or the path of an ``.h5ad`` file or a
+    ``.zarr`` store (then the input stays on disk whichever it is). Minibatches come from contiguous chunks of
+    cells read in a shuffled order (see :class:`cellsae_kit.models.ChunkedRows`), and the activations are encoded
+    chunk by chunk into a CSR matrix in memory (a few values per cell). A path returns a new AnnData holding the
+    file's ``obs``, ``var`` and ``varm`` and the results; save it with ``write_h5ad``. For several GPUs or nodes
+    use ``torchrun ... -m cellsae_kit.train`` (see the README).
+
     Parameters
     ----------
     {adata}
+        Or a backed AnnData, or the path of an ``.h5ad`` file or ``.zarr`` store: streamed from disk (see above).
     {use_rep}
     {layer}
     n_features
@@ -103,8 +114,26 @@ def sae(
     >>> csk.tl.sae(adata, "X_pca", n_features=64, k=4, n_epochs=20, progress=False)
     >>> adata.obsm["X_sae"].shape, adata.varm["sae_loadings"].shape
     ((700, 64), (765, 64))
+
+    Streamed from a file (a path returns a new AnnData with the results):
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pbmc.h5ad"
+    >>> adata.write_h5ad(path)
+    >>> on_disk = csk.tl.sae(path, "X_pca", n_features=64, k=4, n_epochs=5, progress=False)
+    >>> on_disk.obsm["X_sae"].shape
+    (700, 64)
     """
-    data = get_input(adata, use_rep, layer)
+    from_path = isinstance(adata, str | Path)
+    if is_streamed(adata):
+        if copy and not from_path:
+            raise ValueError(
+                "copy=True cannot copy a backed AnnData (its data stay on disk): leave copy=False, and the results go "
+                "into the object in memory (save them with adata.write_h5ad(new_path)), or pass the file's path."
+            )
+        adata, data = open_streamed(adata, use_rep, layer)
+    else:
+        data = get_input(adata, use_rep, layer)
     maps = _find_maps(adata, data, loadings)
     metadata = {"use_rep": data.use_rep} | ({"layer": data.layer} if data.layer else {})
     if data.is_expression:
@@ -127,10 +156,15 @@ def sae(
         metadata=metadata,
         **fit_kwargs,
     )
-    gene_loadings = {mod: _gene_loadings(result.model, genes_by_dims) for mod, (_, genes_by_dims) in maps.items()}
-
     # Everything succeeded: only now touch the user's object.
-    adata = adata.copy() if copy else adata
+    adata = adata.copy() if copy and not from_path else adata
+    store_fit(adata, data, maps, result, key_added)
+    return adata if copy or from_path else None
+
+
+def store_fit(adata: AnnData, data: Input, maps: dict, result: FitResult, key_added: str) -> None:
+    """Write what :func:`sae` stores for a fit: activations, gene loadings, parameters, metrics and history."""
+    gene_loadings = {mod: _gene_loadings(result.model, genes_by_dims) for mod, (_, genes_by_dims) in maps.items()}
     store(adata, result.model, key_added, codes=result.codes, gene_loadings=gene_loadings)
     uns = adata.uns[key_added]
     uns["params"] |= _drop_none(
@@ -139,7 +173,6 @@ def sae(
     uns["metrics"] = {name: float(value) for name, value in result.metrics.items()}
     uns["history"] = pd.DataFrame(result.history)
     uns["validation_indices"] = result.validation_indices.astype(np.int64)
-    return adata if copy else None
 
 
 def store(

@@ -2,6 +2,18 @@
 
 from ._features import features, rank_features_groups_dotplot
 from ._genes import annotation, top_genes
+from ._stability import feature_stability, stability
+from ._steering import steering
 from ._training import feature_stats, training
 
-__all__ = ["annotation", "feature_stats", "features", "rank_features_groups_dotplot", "top_genes", "training"]
+__all__ = [
+    "annotation",
+    "feature_stability",
+    "feature_stats",
+    "features",
+    "rank_features_groups_dotplot",
+    "stability",
+    "steering",
+    "top_genes",
+    "training",
+]

@@ -1,6 +1,8 @@
 """Tools: read and write AnnData (``import cellsae_kit as csk; csk.tl.sae(adata, "X_pca")``)."""
 
+from ._absorption import absorption
 from ._annotate import annotate_features, score_annotations
+from ._consensus import consensus
 from ._embed import embed
 from ._encode import encode, get_model
 from ._factorize import factorize
@@ -10,9 +12,12 @@ from ._peaks import peaks_to_genes
 from ._rank import rank_features_groups
 from ._recovery import completeness, recovery
 from ._sae import sae
+from ._stability import stability, stability_sweep
 from ._stats import feature_stats
+from ._steer import steer
 
 __all__ = [
+    "absorption",
     "annotate_features",
     "score_annotations",
     "encode",
@@ -23,8 +28,12 @@ __all__ = [
     "peaks_to_genes",
     "rank_features_groups",
     "sae",
+    "stability",
+    "stability_sweep",
+    "steer",
     "top_genes",
     "completeness",
+    "consensus",
     "embed",
     "factorize",
     "recovery",

@@ -77,7 +77,7 @@ def stability(
     table = _sweep(adata, key)
     thresholds = [float(c.removeprefix("shared_at_")) for c in table.columns if c.startswith("shared_at_")]
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.0, 3.6), layout="constrained")
+        fig, ax = plt.subplots(figsize=(5.0, 4.2), layout="constrained")
     else:
         fig = ax.figure
     sizes = table["n_features"].to_numpy()
@@ -97,8 +97,10 @@ def stability(
     sd = table["fvu_validation_sd"] if column == "fvu_validation" and "fvu_validation_sd" in table else None
     error.errorbar(sizes, table[column], yerr=sd, marker="s", linestyle="--", color=FVU_COLOUR, capsize=3, label="FVU")
     error.set_ylabel("validation FVU" if column == "fvu_validation" else "training FVU")
+    error.grid(False)  # its ticks are not the left axis's: a second grid would not line up with the first
     handles = ax.get_legend_handles_labels()[0] + error.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize="small", frameon=False, loc="best")
+    # Below the axes: loc="best" inside them would only avoid the shared fractions, not the FVU on the twin axes.
+    ax.legend(handles=handles, fontsize="small", frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     ax.set_title("stability and error by dictionary size")
     return finish(fig, [ax, error], name="stability", show=show, save=save, return_fig=return_fig)
 

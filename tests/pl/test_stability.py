@@ -38,6 +38,9 @@ def test_stability_draws_shared_fractions_and_fvu(figdir):
     assert shared.get_xscale() == "log" and [t.get_text() for t in shared.get_xticklabels()] == ["16", "32", "64"]
     assert error.get_ylabel() == "validation FVU"
     assert len(shared.get_legend().get_texts()) == 3
+    # the legend sits outside the axes, where it hides neither the shared fractions nor the FVU of the twin axes
+    shared.figure.canvas.draw()
+    assert not shared.get_legend().get_window_extent().overlaps(shared.get_window_extent())
     csk.pl.stability(adata, save="_sweep.png", show=False)
     assert is_png(figdir / "stability_sweep.png")
     assert_unchanged(adata, before)

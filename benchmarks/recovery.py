@@ -26,6 +26,7 @@ Usage::
 
     python benchmarks/recovery.py            # the full grid, ~30 min on 2 CPU cores; results/recovery.json + .png
     python benchmarks/recovery.py --quick    # a small grid for a smoke test (results/recovery_quick.*)
+    python benchmarks/recovery.py --figure-only  # redraw results/recovery.png from results/recovery.json
 """
 
 from __future__ import annotations
@@ -204,16 +205,6 @@ def figure(summary: pd.DataFrame, path: Path, n_seeds: int) -> None:
                     capsize=2,
                     label=labels[method],
                 )
-            sae = part[part["method"] == "sae"]
-            for _, r in sae.iterrows():
-                ax.annotate(
-                    f"{r['n_latent']} PCs",
-                    (r["completeness_median_mean"], r[f"{metric}_mean"]),
-                    textcoords="offset points",
-                    xytext=(-8, 6),
-                    fontsize=7,
-                    ha="right",
-                )
             ax.axhline(0.9, color="black", lw=0.6, ls=":")
             ax.set_ylim(0, 1.02)
             ax.set_xlim(-0.02, 1.02)
@@ -222,6 +213,13 @@ def figure(summary: pd.DataFrame, path: Path, n_seeds: int) -> None:
                 ax.set_title(f"design = {design!r}")
             if row == 1:
                 ax.set_xlabel("completeness of the representation\n(median held-out R$^2$ over programs)")
+                ax.annotate(
+                    f"points: PCA with {', '.join(map(str, sorted(part['n_latent'].unique())))} components",
+                    (0.02, 0.96),
+                    xycoords="axes fraction",
+                    va="top",
+                    fontsize=8,
+                )
             if col == 0:
                 ax.set_ylabel(ylabel)
     axes[0, 0].legend(fontsize=8, loc="upper left")
@@ -236,8 +234,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small grid for a smoke test")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one thread each)")
+    parser.add_argument("--figure-only", action="store_true", help="redraw the figure from the stored JSON")
     args = parser.parse_args()
     config = QUICK if args.quick else FULL
+    if args.figure_only:
+        path = RESULTS / f"recovery{'_quick' if args.quick else ''}.json"
+        stored = json.loads(path.read_text())
+        figure(pd.DataFrame(stored["summary"]), path.with_suffix(".png"), len(stored["data"]["seeds"]))
+        return
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:

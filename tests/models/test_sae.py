@@ -4,6 +4,7 @@ import torch
 from scipy import sparse
 
 from cellsae_kit.models import SparseAutoencoder
+from cellsae_kit.models._sae import batch_top
 
 
 def dense_reference(model: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
@@ -117,3 +118,20 @@ def test_from_weights_checks_shapes():
     del weights["b_enc"]
     with pytest.raises(ValueError, match="lack"):
         SparseAutoencoder.from_weights(model.config(), weights)
+
+
+@pytest.mark.parametrize("crowded_row", [False, True])
+def test_batch_top_equals_a_global_top_k(crowded_row):
+    # the two-stage selection must keep exactly the entries a top-k over the whole batch keeps, also when one row
+    # holds more of them than its candidates (then it falls back to the global selection)
+    values = torch.relu(torch.randn(64, 512, generator=torch.Generator().manual_seed(0)))
+    if crowded_row:
+        values[3] += 100.0
+    expected = values.flatten().topk(64 * 8, sorted=False).indices.sort().values
+    assert torch.equal(batch_top(values, 64 * 8, 32), expected)
+
+
+def test_batchtopk_training_keeps_k_per_cell_on_average():
+    sae = SparseAutoencoder(10, 256, activation="batchtopk", k=8)
+    codes = sae.select(sae.pre_activations(torch.randn(100, 10)))
+    assert codes.values.numel() == 800 and bool((codes.rows[1:] >= codes.rows[:-1]).all())

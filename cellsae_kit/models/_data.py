@@ -392,7 +392,11 @@ def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) 
 def codes_stats(codes: sparse.csr_matrix) -> dict[str, float]:
     """:func:`~cellsae_kit.models.activation_stats` of codes without explicit zeros, without copying them."""
     n_cells = codes.shape[0]
-    frequency = np.bincount(codes.indices, minlength=codes.shape[1]) / n_cells
+    # bincount makes an int64 copy of what it counts: count a slice at a time, not 8 bytes x nnz at once
+    counts = np.zeros(codes.shape[1], dtype=np.int64)
+    for start in range(0, codes.nnz, 2**22):
+        counts += np.bincount(codes.indices[start : start + 2**22], minlength=codes.shape[1])
+    frequency = counts / n_cells
     return {
         "l0": float(codes.nnz / n_cells),
         "dead_fraction": float(np.mean(frequency == 0)),

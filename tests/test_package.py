@@ -83,3 +83,10 @@ def test_namespaces_import_as_modules():
 
     assert cellsae_kit.tl is csk.tl and cellsae_kit.models is csk.models and cellsae_kit.pl is csk.pl
     assert csk.__version__
+
+
+def test_every_notebook_is_a_page_of_the_book():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = {chapter["file"] for part in toc["parts"] for chapter in part["chapters"]}
+    notebooks = {f"tutorials/{path.stem}" for path in (ROOT / "notebooks").glob("*.ipynb")}
+    assert notebooks <= files, f"notebooks missing from book/_toc.yml: {sorted(notebooks - files)}"

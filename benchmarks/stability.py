@@ -19,7 +19,7 @@ Data:
 
 Usage::
 
-    python benchmarks/stability.py     # about 8 min on 2 CPU cores; writes results/stability.json
+    python benchmarks/stability.py     # about 1 min on 2 CPU cores; writes results/stability.json
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ RECIPES = {
         ("TopK (k=4), 10 runs per consensus", {"activation": "topk", "k": 4, "n_epochs": 100}, 10),
     ],
     "simulated": [
-        ("TopK (k=6), 10 runs per consensus", {"activation": "topk", "k": 6, "n_epochs": 40}, 10),
+        ("TopK (k=6), 20 runs per consensus", {"activation": "topk", "k": 6, "n_epochs": 40}, 20),
         ("ReLU + L1 (0.05), 10 runs per consensus", {"activation": "relu", "l1_coef": 0.05, "n_epochs": 40}, 10),
     ],
 }

@@ -238,7 +238,7 @@ def simulate(
     with options:
         mdata = MuData(mods)
     for column in obs:
-        mdata.obs[column] = obs[column].to_numpy()
+        mdata.obs[column] = obs[column].values  # .values keeps a categorical a categorical
     _annotate(mdata, truth, uns)
     return mdata
 

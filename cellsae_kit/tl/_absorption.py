@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .._docs import doc_params
 from ._input import get_codes, get_groups
+from ._stability import unit_rows
 
 #: ``child`` of the row that sums a parent's children.
 ALL_CHILDREN = "(all children)"
@@ -139,8 +140,7 @@ def absorption_scores(
         W_dec = np.asarray(W_dec, dtype=np.float64)
         if W_dec.shape[0] != codes.shape[1]:
             raise ValueError(f"W_dec has {W_dec.shape[0]} rows but there are {codes.shape[1]} features.")
-        norms = np.linalg.norm(W_dec, axis=1, keepdims=True)
-        unit = np.divide(W_dec, norms, out=np.zeros_like(W_dec), where=norms > 0)
+        unit = unit_rows(W_dec)
     rows = []
     for parent, children in hierarchy.items():
         # A parent that is itself a label (cells annotated only to the coarse level) counts with its children.

@@ -305,9 +305,6 @@ def consensus(
     found = consensus_dictionary(
         decoders, n_features, n_neighbors=n_neighbors, density_threshold=density_threshold, random_state=random_state
     )
-    scores = support_scores(found.dictionary, decoders)
-    scores["cluster_size"] = np.bincount(found.labels[found.labels >= 0], minlength=n_features)
-
     target = adata.copy() if copy else adata
     sae(
         target,
@@ -324,6 +321,9 @@ def consensus(
         **sae_kwargs,
     )
     entry = target.uns[key_added]
+    # The stored features: the consensus itself, or where fine-tuning took it from there.
+    scores = support_scores(np.asarray(entry["weights"]["W_dec"]), decoders)
+    scores["cluster_size"] = np.bincount(found.labels[found.labels >= 0], minlength=n_features)
     write_feature_columns(entry, scores)
     entry["params"]["consensus"] = {
         "n_runs": n_runs,

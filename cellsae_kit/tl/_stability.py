@@ -250,7 +250,8 @@ def compare_runs(
 def check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
     """Check similarity thresholds: one or more numbers in (-1, 1]."""
     values = (thresholds,) if np.isscalar(thresholds) else tuple(thresholds)
-    if not values or not all(isinstance(t, int | float | np.number) and -1 < float(t) <= 1 for t in values):
+    numbers = all(isinstance(t, int | float | np.number) and not isinstance(t, bool | np.bool_) for t in values)
+    if not values or not numbers or not all(-1 < float(t) <= 1 for t in values):
         raise ValueError(f"thresholds={thresholds!r} must be cosines between -1 and 1, such as (0.7, 0.9).")
     return tuple(float(t) for t in values)
 
@@ -265,7 +266,10 @@ def write_feature_columns(entry: dict, columns: pd.DataFrame) -> None:
     table = entry.get("features")
     if isinstance(table, pd.DataFrame) and len(table) == len(columns):
         table = table.drop(columns=[c for c in columns.columns if c in table.columns])
-        entry["features"] = table.join(columns.set_axis(table.index))
+        names = table.index.astype(str)
+        # by feature, whatever order the table is in (a user may have sorted it); by position only if unnamed
+        aligned = columns.reindex(names) if set(names) == set(columns.index) else columns
+        entry["features"] = table.join(aligned.set_axis(table.index))
     else:
         entry["features"] = columns.copy()
 
@@ -287,10 +291,17 @@ def _run_of(adata: AnnData, key: str) -> dict:
             "(train one with cellsae_kit.tl.sae(adata, ..., key_added=...))."
         )
     params = entry["params"]
+    decoder, codes = np.asarray(entry["weights"]["W_dec"]), get_codes(adata, key)
+    if codes.shape[1] != decoder.shape[0]:
+        raise ValueError(
+            f"adata.obsm['X_{key}'] has {codes.shape[1]} features but the SAE under {key!r} has {decoder.shape[0]}; "
+            f"the activations are not this SAE's. Encode the cells again with cellsae_kit.tl.encode(adata, adata, "
+            f"key={key!r})."
+        )
     return {
         "key": key,
-        "decoder": np.asarray(entry["weights"]["W_dec"]),
-        "codes": get_codes(adata, key),
+        "decoder": decoder,
+        "codes": codes,
         "use_rep": str(params.get("use_rep", "X")),
         "layer": None if params.get("layer") is None else str(params["layer"]),
         "n_inputs": int(np.asarray(entry["weights"]["W_dec"]).shape[1]),
@@ -315,6 +326,12 @@ def _check_same_input(runs: list[dict]) -> None:
 def _retrain(adata: AnnData, key: str, seeds: list[int], device: str, progress: bool) -> list[dict]:
     """Train the SAE under ``key`` again with its stored parameters and other seeds."""
     entry = adata.uns[key]
+    if "consensus" in entry["params"]:
+        raise ValueError(
+            f"The SAE under {key!r} is a consensus SAE (its decoder was held at the consensus), so training it again "
+            "with other seeds would not repeat it. Compare it with another consensus SAE or stored runs: "
+            "stability(adata, keys=[...], key=...)."
+        )
     params = {name: _scalar(value) for name, value in entry["params"].items()}
     data = get_input(adata, str(params.get("use_rep", "X")), params.get("layer"))
     X = data.X
@@ -574,6 +591,15 @@ def stability_sweep(
     for name in ("n_features", "random_state", "key_added", "copy"):
         if name in sae_kwargs:
             raise TypeError(f"{name} is an argument of stability_sweep itself; pass it once.")
+    options = set(inspect.signature(fit).parameters) - NOT_REPEATED - {"n_features"}
+    unknown = set(sae_kwargs) - options - {"loadings"}
+    if unknown:
+        raise TypeError(
+            f"stability_sweep got {', '.join(sorted(unknown))}, which tl.sae does not take for training; the options "
+            f"are {', '.join(sorted(options))}."
+        )
+    # a sweep stores no gene loadings, so loadings= (which tl.sae accepts) has nothing to do here
+    sae_kwargs = {name: value for name, value in sae_kwargs.items() if name != "loadings"}
     table = sweep_runs(
         data.X,
         n_features,

@@ -3,6 +3,7 @@ import time
 import anndata as ad
 import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 
 import cellsae_kit as csk
@@ -99,6 +100,7 @@ def test_multimodal_mudata():
     mdata = csk.datasets.simulate(**kwargs, modalities=("rna", "atac"), n_peaks=90)
     rna_only = csk.datasets.simulate(**kwargs)
     assert isinstance(mdata, md.MuData) and set(mdata.mod) == {"rna", "atac"}
+    assert isinstance(mdata.obs["cell_type"].dtype, pd.CategoricalDtype)
     # each modality draws from its own stream: adding ATAC leaves the RNA as it was
     np.testing.assert_array_equal(mdata.mod["rna"].X, rna_only.X)
     np.testing.assert_array_equal(mdata.obsm["true_programs"], rna_only.obsm["true_programs"])

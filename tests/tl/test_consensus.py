@@ -113,6 +113,9 @@ def test_finetune_moves_the_decoder_from_the_consensus(pbmc):
     cos = np.sum(_unit(start) * _unit(end), axis=1)
     assert cos.min() < 0.9999 and np.median(cos) > 0.5  # moved, but from the consensus start
     assert tuned.uns["consensus"]["params"]["consensus"]["refit"] == "finetune"
+    # the stability of a fine-tuned feature is that of the stored, moved feature, not of its starting point
+    runs = [tuned.uns["consensus"]["features"]["stability"], held.uns["consensus"]["features"]["stability"]]
+    assert not np.allclose(*runs)
     assert "consensus" not in pbmc.uns
 
 

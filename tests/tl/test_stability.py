@@ -15,7 +15,7 @@ SMALL = {"n_features": 16, "k": 4, "n_epochs": 5, "progress": False}
 
 
 def _hand_match(W_a, W_b):
-    """Reference matching: cosines from scipy's cosine distance, assignment by brute force over the Hungarian."""
+    """Reference matching: cosines from scipy's cosine distance, assigned by scipy's Hungarian solver."""
     cos = 1 - cdist(W_a, W_b, "cosine")
     rows, cols = linear_sum_assignment(-cos)
     return rows, cols, cos[rows, cols]
@@ -169,10 +169,15 @@ def test_stability_without_activations(three_runs):
         ({"keys": ["sae_b", "sae_b"]}, ValueError, "twice"),
         ({"n_seeds": 1}, ValueError, "n_seeds=1 must be an integer of at least 2"),
         ({"thresholds": (0.9, 2)}, ValueError, "between -1 and 1"),
+        ({"thresholds": (True, 0.9)}, ValueError, "between -1 and 1"),
+        ({"keys": ["stale"]}, ValueError, "not this SAE's"),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(three_runs, kwargs, error, message):
     csk.tl.sae(three_runs, "X_umap", key_added="umap", n_features=8, k=1, n_epochs=2, progress=False)
+    # activations left over from another SAE: 8 features where the SAE has 16
+    csk.tl.sae(three_runs, "X_pca", key_added="stale", **SMALL)
+    three_runs.obsm["X_stale"] = three_runs.obsm["X_umap"]
     before = snapshot(three_runs)
     with pytest.raises(error, match=message):
         csk.tl.stability(three_runs, **({"progress": False} | kwargs))
@@ -204,10 +209,49 @@ def test_stability_sweep_against_direct_runs(pbmc):
         ({"n_features": [0, 8]}, "positive integers"),
         ({"n_seeds": 1}, "at least 2"),
         ({"use_rep": "X_missing"}, "not in adata.obsm"),
+        ({"l1": 0.1}, "l1, which tl.sae does not take"),
     ],
 )
 def test_stability_sweep_bad_input(pbmc, kwargs, message):
     before = snapshot(pbmc)
-    with pytest.raises((ValueError, KeyError), match=message):
+    with pytest.raises((ValueError, KeyError, TypeError), match=message):
         csk.tl.stability_sweep(pbmc, **({"use_rep": "X_pca", "progress": False, "n_epochs": 2} | kwargs))
     assert_unchanged(pbmc, before)
+
+
+def test_stability_lands_on_each_feature_of_a_sorted_table(three_runs):
+    adata = three_runs
+    csk.tl.feature_stats(adata)
+    adata.uns["sae"]["features"] = adata.uns["sae"]["features"].sort_values("frequency")
+    csk.tl.stability(adata, ["sae_b", "sae_c"], activations=False)
+    decoders = [adata.uns[k]["weights"]["W_dec"] for k in ["sae", "sae_b", "sae_c"]]
+    _, expected = compare_runs(decoders)
+    table = adata.uns["sae"]["features"]
+    assert list(table.index) != sorted(table.index, key=int)  # still in the user's order
+    np.testing.assert_allclose(table["stability"], expected["stability"].loc[table.index.astype(str)])
+
+
+def test_a_consensus_sae_is_not_retrained_with_other_seeds(pbmc):
+    csk.tl.consensus(pbmc, "X_pca", n_runs=2, density_threshold=2.0, device="cpu", **SMALL)
+    before = snapshot(pbmc)
+    with pytest.raises(ValueError, match="consensus SAE"):
+        csk.tl.stability(pbmc, key="consensus", n_seeds=2, progress=False)
+    assert_unchanged(pbmc, before)
+
+
+def test_stability_sweep_ignores_loadings(pbmc):
+    csk.tl.stability_sweep(pbmc, "X_pca", [8], n_seeds=2, k=2, n_epochs=2, loadings="PCs", progress=False)
+    assert pbmc.uns["stability_sweep"]["sweep"]["n_features"].tolist() == [8]
+
+
+def test_match_features_is_the_best_one_to_one_assignment():
+    # against a brute force over every permutation, on a case small enough to enumerate
+    from itertools import permutations
+
+    rng = np.random.default_rng(5)
+    W_a, W_b = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    cos = 1 - cdist(W_a, W_b, "cosine")
+    best = max(permutations(range(6)), key=lambda p: cos[np.arange(6), list(p)].sum())
+    match = match_features(W_a, W_b)
+    assert match.b.tolist() == list(best)
+    np.testing.assert_allclose(match.score, cos[np.arange(6), list(best)])

@@ -215,9 +215,9 @@ def consensus(
     the seeds ``random_state``, ``random_state + 1``, ...; their decoder rows (dead features dropped) are scaled
     to unit length and pooled; rows that few other runs found are dropped as outliers by their mean distance to
     the ``n_neighbors`` nearest pooled rows; k-means groups the rest into ``n_features`` clusters, and each
-    cluster's median direction becomes a consensus feature (:func:`consensus_dictionary`). Finally the encoder
-    is trained with the decoder held at the consensus dictionary (``refit="encoder"``), or the whole SAE is
-    trained starting from it (``"finetune"``).
+    cluster's median direction becomes a consensus feature. Finally the encoder is trained with the decoder held
+    at the consensus dictionary (``refit="encoder"``), or the whole SAE is trained starting from it
+    (``"finetune"``).
 
     Choose ``n_features`` no larger than the data supports: with :func:`stability_sweep` and
     :func:`cellsae_kit.pl.stability` (the fraction of features single runs share falls as the dictionary

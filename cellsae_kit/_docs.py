@@ -48,6 +48,9 @@ DOCS = {
         Set ``CELLSAE_KIT_BASE_URL`` to download from a mirror of the GEO folder.
     progress
         Show progress bars for the download, decompression and checksum.""",
+    "plot_returns": """Returns
+    -------
+    The figure with ``return_fig=True``, the axes when ``show=False``, else ``None``.""",
     "copy_returns": """Returns
     -------
     ``None``, or a copy of ``adata`` with the results when ``copy=True``.""",

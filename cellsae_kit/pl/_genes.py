@@ -59,9 +59,7 @@ def top_genes(
     {ax}
     {return_fig}
 
-    Returns
-    -------
-    The figure with ``return_fig=True``, the axes when ``show=False``, else ``None``.
+    {plot_returns}
 
     Examples
     --------

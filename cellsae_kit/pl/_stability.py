@@ -133,9 +133,7 @@ def feature_stability(
     {ax}
     {return_fig}
 
-    Returns
-    -------
-    The figure with ``return_fig=True``, the axes when ``show=False``, else ``None``.
+    {plot_returns}
 
     Examples
     --------

@@ -123,9 +123,7 @@ def training(
     {show_save}
     {return_fig}
 
-    Returns
-    -------
-    The figure with ``return_fig=True``, the axes when ``show=False``, else ``None``.
+    {plot_returns}
 
     Examples
     --------

@@ -95,10 +95,10 @@ def _dense_or_csr(X: Any, name: str) -> np.ndarray | sparse.csr_matrix:
     return X.astype(np.float64)
 
 
-def correlations(codes: np.ndarray | sparse.spmatrix, truth: np.ndarray) -> np.ndarray:
+def correlations(codes: np.ndarray | sparse.spmatrix, truth: np.ndarray | sparse.spmatrix) -> np.ndarray:
     """Pearson r between every column of ``codes`` and every column of ``truth`` (features x variables).
 
-    Sparse codes stay sparse (the cross-products are sparse-dense products). A constant feature (a dead SAE
+    Sparse matrices stay sparse (the cross-products are sparse products). A constant column (a dead SAE
     feature) has r = 0 with everything.
 
     Parameters
@@ -106,7 +106,7 @@ def correlations(codes: np.ndarray | sparse.spmatrix, truth: np.ndarray) -> np.n
     codes
         Cells x features, dense or sparse.
     truth
-        Cells x variables, dense, no constant columns.
+        Cells x variables, dense or sparse (the activations of another SAE, say).
 
     Returns
     -------
@@ -121,13 +121,16 @@ def correlations(codes: np.ndarray | sparse.spmatrix, truth: np.ndarray) -> np.n
            [ 0.]])
     """
     n = codes.shape[0]
-    mean_c, sd_c = _moments(codes)
-    t = truth - truth.mean(axis=0)
-    sd_t = np.sqrt((t**2).mean(axis=0))
-    # sum_i (c_i - mean_c) t_i = sum_i c_i t_i because t is centred
-    cross = np.asarray(codes.T @ t) / n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(sd_c[:, None] > 0, cross / (sd_c[:, None] * sd_t[None, :]), 0.0)
+    (mean_a, sd_a), (mean_b, sd_b) = _moments(codes), _moments(truth)
+    a, b = (
+        sparse.csr_matrix(m, dtype=np.float64) if sparse.issparse(m) else np.asarray(m, np.float64)
+        for m in (codes, truth)
+    )
+    cross = a.T @ b
+    cross = cross.toarray() if sparse.issparse(cross) else np.asarray(cross)
+    covariance = cross / n - np.outer(mean_a, mean_b)
+    scale = np.outer(sd_a, sd_b)
+    r = np.divide(covariance, scale, out=np.zeros_like(covariance), where=scale > 0)
     return np.clip(r, -1.0, 1.0)
 
 

@@ -17,7 +17,7 @@ from .._docs import doc_params
 from ..models import fit
 from ._encode import _align_genes, _scalar
 from ._input import check_adata, get_codes, get_input
-from ._recovery import _moments
+from ._recovery import correlations
 
 THRESHOLDS = (0.7, 0.9)
 # Options of models.fit that a stored SAE's params do not decide: the seed, the machine, and the consensus hook.
@@ -118,17 +118,7 @@ def activation_correlations(codes_a: np.ndarray | sparse.spmatrix, codes_b: np.n
         raise ValueError(
             f"The activations cover {codes_a.shape[0]} and {codes_b.shape[0]} cells; compare runs on the same cells."
         )
-    n = codes_a.shape[0]
-    mean_a, sd_a = _moments(codes_a)
-    mean_b, sd_b = _moments(codes_b)
-    a = sparse.csr_matrix(codes_a, dtype=np.float64) if sparse.issparse(codes_a) else np.asarray(codes_a, np.float64)
-    b = sparse.csr_matrix(codes_b, dtype=np.float64) if sparse.issparse(codes_b) else np.asarray(codes_b, np.float64)
-    cross = a.T @ b
-    cross = cross.toarray() if sparse.issparse(cross) else np.asarray(cross)
-    covariance = cross / n - np.outer(mean_a, mean_b)
-    scale = np.outer(sd_a, sd_b)
-    r = np.divide(covariance, scale, out=np.zeros_like(covariance), where=scale > 0)
-    return np.clip(r, -1.0, 1.0)
+    return correlations(codes_a, codes_b)
 
 
 def match_activations(codes_a: np.ndarray | sparse.spmatrix, codes_b: np.ndarray | sparse.spmatrix) -> Match:

@@ -271,9 +271,9 @@ def batch_top(values: torch.Tensor, n_keep: int, per_row: int) -> torch.Tensor:
     """Flat positions, in increasing order, of the ``n_keep`` largest entries of a cells x features matrix.
 
     A global top-k over every entry is slow (one selection over cells x features values). The kept entries of a
-    row are its largest ones, so the selection runs on each row's ``per_row`` largest entries first; that is exact
-    unless some row would keep all of its candidates (its smallest candidate reaches the cut-off), and then the
-    global selection runs instead.
+    row are its largest ones, so the selection runs on each row's ``per_row`` largest entries. A row whose
+    smallest candidate reaches the cut-off may keep more than those: such rows (usually few) then enter with all
+    their entries and the selection is repeated, which makes the result exact.
 
     Examples
     --------
@@ -283,14 +283,20 @@ def batch_top(values: torch.Tensor, n_keep: int, per_row: int) -> torch.Tensor:
     tensor([0, 3, 4])
     """
     n_cells, n_features = values.shape
-    if per_row < n_features:
-        candidates, columns = values.topk(per_row, dim=1, sorted=False)
-        kept = candidates.flatten().topk(min(n_keep, candidates.numel()), sorted=False)
-        cut = kept.values.min()
-        if not bool((candidates.min(1).values >= cut).any()):
-            rows = torch.div(kept.indices, per_row, rounding_mode="floor")
-            return (rows * n_features + columns.flatten()[kept.indices]).sort().values
-    return values.flatten().topk(n_keep, sorted=False).indices.sort().values
+    if per_row >= n_features:
+        return values.flatten().topk(n_keep, sorted=False).indices.sort().values
+    candidates, columns = values.topk(per_row, dim=1, sorted=False)
+    flat = (torch.arange(n_cells, device=values.device)[:, None] * n_features + columns).flatten()
+    kept = candidates.flatten().topk(min(n_keep, candidates.numel()), sorted=False)
+    full = candidates.min(1).values >= kept.values.min()
+    if bool(full.any()):
+        rows = torch.nonzero(full).squeeze(1)
+        whole = (rows[:, None] * n_features + torch.arange(n_features, device=values.device)).flatten()
+        partial = ~full[:, None].expand_as(candidates).flatten()
+        pool = torch.cat([candidates.flatten()[partial], values[rows].flatten()])
+        flat = torch.cat([flat[partial], whole])
+        kept = pool.topk(n_keep, sorted=False)
+    return flat[kept.indices].sort().values
 
 
 def sparse_decode(codes: Codes, weight: torch.Tensor, n_cells: int) -> torch.Tensor:

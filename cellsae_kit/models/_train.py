@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ._data import ChunkedRows, Stream, codes_stats, encode_rows
 from ._distributed import Sync
 from ._metrics import activation_stats, max_decoder_cosine
-from ._sae import Activation, Codes, SparseAutoencoder, check_config, sparse_decode, to_tensor
+from ._sae import Activation, Codes, SparseAutoencoder, batch_top, check_config, sparse_decode, to_tensor
 
 Center = Literal["mean", "median", "none"]
 Precision = Literal["float32", "bfloat16"]
@@ -641,9 +641,9 @@ def _init_from_decoder(model: SparseAutoencoder, X, train_idx: np.ndarray, decod
 @torch.no_grad()
 def _calibrate_threshold(model: SparseAutoencoder, X, idx: np.ndarray, device: torch.device) -> None:
     """Set the BatchTopK inference threshold so that the given cells keep ``k`` features each on average."""
-    pre = F.relu(model.pre_activations(_rows(X, idx, device).float())).flatten()
-    n_keep = min(model.k * len(idx), pre.numel())
-    model.threshold.fill_(float(pre.topk(n_keep, sorted=False).values.min()))
+    pre = F.relu(model.pre_activations(_rows(X, idx, device).float()))
+    kept = batch_top(pre, min(model.k * len(idx), pre.numel()), 4 * model.k)
+    model.threshold.fill_(float(pre.flatten()[kept].min()))
 
 
 def _snapshot(model: SparseAutoencoder) -> dict[str, torch.Tensor]:

@@ -123,7 +123,7 @@ def test_from_weights_checks_shapes():
 @pytest.mark.parametrize("crowded_row", [False, True])
 def test_batch_top_equals_a_global_top_k(crowded_row):
     # the two-stage selection must keep exactly the entries a top-k over the whole batch keeps, also when one row
-    # holds more of them than its candidates (then it falls back to the global selection)
+    # holds more of them than its candidates (that row then enters with all its entries)
     values = torch.relu(torch.randn(64, 512, generator=torch.Generator().manual_seed(0)))
     if crowded_row:
         values[3] += 100.0

@@ -273,7 +273,8 @@ def batch_top(values: torch.Tensor, n_keep: int, per_row: int) -> torch.Tensor:
     A global top-k over every entry is slow (one selection over cells x features values). The kept entries of a
     row are its largest ones, so the selection runs on each row's ``per_row`` largest entries. A row whose
     smallest candidate reaches the cut-off may keep more than those: such rows (usually few) then enter with all
-    their entries and the selection is repeated, which makes the result exact.
+    their entries and the selection is repeated, which makes the result exact (with many of them, one global
+    selection is cheaper and runs instead).
 
     Examples
     --------
@@ -289,7 +290,10 @@ def batch_top(values: torch.Tensor, n_keep: int, per_row: int) -> torch.Tensor:
     flat = (torch.arange(n_cells, device=values.device)[:, None] * n_features + columns).flatten()
     kept = candidates.flatten().topk(min(n_keep, candidates.numel()), sorted=False)
     full = candidates.min(1).values >= kept.values.min()
-    if bool(full.any()):
+    n_full = int(full.sum())
+    if n_full * n_features > values.numel() // 4:  # so many crowded rows that one global selection is cheaper
+        return values.flatten().topk(n_keep, sorted=False).indices.sort().values
+    if n_full:
         rows = torch.nonzero(full).squeeze(1)
         whole = (rows[:, None] * n_features + torch.arange(n_features, device=values.device)).flatten()
         partial = ~full[:, None].expand_as(candidates).flatten()

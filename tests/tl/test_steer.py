@@ -159,21 +159,17 @@ def test_without_a_map_to_genes_only_the_move_is_reported(trained):
     assert "rep_sae_steer" not in trained.uns
 
 
+def _simulated_sae(adata, k):
+    """An SAE on simulated counts that learns the programs as features (BatchTopK, no centring, 40 epochs)."""
+    recipe = {"activation": "batchtopk", "batch_size": 256, "lr": 4e-3, "n_epochs": 40, "center": "none"}
+    csk.tl.sae(adata, n_features=32, k=k, progress=False, **recipe)
+    return adata
+
+
 def test_steering_a_true_program_raises_its_genes_only():
     # Programs switched on independently (no cell types tying programs together) act linearly on the counts, so
     # an SAE on the counts without centring learns them as features (|r| > 0.99 with the truth).
-    adata = csk.datasets.simulate(1000, 6, design="independent", n_genes=200, random_state=0)
-    csk.tl.sae(
-        adata,
-        n_features=32,
-        k=2,
-        activation="batchtopk",
-        batch_size=256,
-        lr=4e-3,
-        n_epochs=40,
-        center="none",
-        progress=False,
-    )
+    adata = _simulated_sae(csk.datasets.simulate(1000, 6, design="independent", n_genes=200, random_state=0), k=2)
     variables = csk.tl.recovery(adata)["variables"]
     program = int(variables["best_abs_r"].to_numpy().argmax())
     assert variables["best_abs_r"].iloc[program] > 0.99
@@ -201,18 +197,7 @@ def test_steering_a_true_program_raises_its_genes_only():
 
 
 def test_steering_towards_a_cell_type_moves_the_label_transfer():
-    adata = csk.datasets.simulate(1000, 8, 4, n_genes=200, random_state=0)
-    csk.tl.sae(
-        adata,
-        n_features=32,
-        k=3,
-        activation="batchtopk",
-        batch_size=256,
-        lr=4e-3,
-        n_epochs=40,
-        center="none",
-        progress=False,
-    )
+    adata = _simulated_sae(csk.datasets.simulate(1000, 8, 4, n_genes=200, random_state=0), k=3)
     csk.tl.rank_features_groups(adata, "cell_type")
     ranking = adata.uns["rank_features_groups"]
     tested = 0

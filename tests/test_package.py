@@ -2,6 +2,8 @@
 
 import inspect
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -90,3 +92,14 @@ def test_every_notebook_is_a_page_of_the_book():
     files = {chapter["file"] for part in toc["parts"] for chapter in part["chapters"]}
     notebooks = {f"tutorials/{path.stem}" for path in (ROOT / "notebooks").glob("*.ipynb")}
     assert notebooks <= files, f"notebooks missing from book/_toc.yml: {sorted(notebooks - files)}"
+
+
+def test_import_leaves_plotting_and_heavy_libraries_for_later():
+    # Training and streaming need torch, anndata and the stores only; a fresh interpreter shows what importing loads.
+    heavy = ["matplotlib", "scanpy", "sklearn", "decoupler", "ipywidgets", "scipy.stats", "scipy.optimize"]
+
+    def loaded(code: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert loaded(f"import sys, cellsae_kit; print([m for m in {heavy!r} if m in sys.modules])") == "[]"
+    assert loaded("import sys, cellsae_kit as csk; csk.pl.features; print('matplotlib' in sys.modules)") == "True"

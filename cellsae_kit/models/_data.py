@@ -314,10 +314,11 @@ class Stream:
             block = block[rng.permutation(block.shape[0])]
             full = block.shape[0] // size * size
             for start in range(0, full, size):
-                yield block[start : start + size]
+                # a copy: a view would keep the whole buffer alive while the next one is read (and after the epoch)
+                yield block[start : start + size].copy()
             left = [block[full:]] if full < block.shape[0] else []
         if left:
-            yield left[0]
+            yield left[0].copy()
 
     def cells(self, idx: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
         """Yield the cells of ``idx`` (whole chunks) in order; under torchrun each process its share of chunks."""
@@ -346,7 +347,8 @@ def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) 
     Returns
     -------
     The activations (cells x features, float32); equal to :meth:`SparseAutoencoder.transform` with the same
-    ``batch_size``.
+    ``batch_size`` when it divides the chunk size or the chunk size divides it (otherwise the batches differ and
+    the values agree to float rounding).
 
     Examples
     --------
@@ -364,8 +366,10 @@ def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) 
     device = model.b_dec.device
     # TopK stores at most k values per cell: one allocation of the final size, no copy when it is done.
     per_cell = model.k if model.activation != "relu" else min(m, 16)
-    # Read whole chunks (a multiple of the batch, so the batches are those of transform), encode a batch at a time.
-    step = batch_size * math.ceil(getattr(rows, "chunk_size", batch_size) / batch_size)
+    # Read whole chunks, about a batch or more at a time: a read that ends inside a storage chunk (zarr, chunked
+    # HDF5) decompresses all of it, and again for the next read.
+    chunk = getattr(rows, "chunk_size", batch_size)
+    step = chunk * max(1, batch_size // chunk)
     capacity = max(1, n_cells * per_cell)
     index_dtype = np.int32 if max(capacity, m) < 2**31 else np.int64
     indptr = np.zeros(n_cells + 1, dtype=np.int64)

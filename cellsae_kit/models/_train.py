@@ -456,6 +456,9 @@ def fit(
     best = (math.inf, 0, _snapshot(model))
     calibration_data, calibration_idx = (data, train_idx) if stream is None else (head, head_idx)
     calibration_idx = np.sort(rng.choice(calibration_idx, min(len(calibration_idx), 4096), replace=False))
+    if stream is not None:  # keep the calibration cells, not the whole sample (a zarr chunk can be 100k cells)
+        calibration_data, calibration_idx = head[calibration_idx], np.arange(len(calibration_idx))
+        del head
 
     bar = tqdm(range(n_epochs), desc="training SAE", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:

@@ -6,12 +6,10 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-import decoupler as dc
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse, stats
-from sklearn.metrics import roc_auc_score
+from scipy import sparse
 
 from .._docs import doc_params
 from ._genes import _get_expression
@@ -39,6 +37,8 @@ def normal_scores(loadings: pd.DataFrame) -> pd.DataFrame:
     >>> normal_scores(pd.DataFrame([[0.1, 50.0, -2.0]])).round(2).values.tolist()
     [[0.0, 0.97, -0.97]]
     """
+    from scipy import stats  # imported here: scipy.stats is slow to load and large
+
     values = loadings.to_numpy(dtype=np.float64)
     ranks = stats.rankdata(values, axis=1)
     scores = stats.norm.ppf((ranks - 0.5) / values.shape[1])
@@ -85,6 +85,8 @@ def enrich(
     0       0    A   1.0
     1       1  NaN   NaN
     """
+    import decoupler as dc
+
     run = getattr(dc.mt, method, None)
     if run is None or method in ("consensus", "decouple", "show"):
         raise ValueError(f"method={method!r} is not a decoupler method; try 'ulm', 'mlm' or 'zscore'.")
@@ -323,6 +325,8 @@ def score_annotations(
     >>> "best_term_auroc" in adata.uns["sae"]["features"]
     True
     """
+    from sklearn.metrics import roc_auc_score
+
     codes = get_codes(adata, key)
     table = adata.uns[key].get("features") if isinstance(adata.uns.get(key), dict) else None
     if table is None or "best_term" not in table:
@@ -394,6 +398,8 @@ def cell_activity(
     >>> bool(activity.loc["c0", "A"] > 10 > activity.loc["c1", "A"])
     True
     """
+    import decoupler as dc
+
     run = getattr(dc.mt, method, None)
     if run is None:
         raise ValueError(f"method={method!r} is not a decoupler method; try 'ulm', 'mlm' or 'zscore'.")

@@ -8,8 +8,6 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from sklearn.cluster import KMeans
-from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
 from .._docs import doc_params
@@ -99,6 +97,9 @@ def consensus_dictionary(
     >>> np.abs(result.dictionary @ atoms.T).max(axis=1).round(2)
     array([1., 1., 1., 1.])
     """
+    from sklearn.cluster import KMeans
+    from sklearn.neighbors import NearestNeighbors
+
     if not decoders:
         raise ValueError("No runs to pool; pass the decoder matrix of at least one run.")
     dims = {np.shape(d)[1] for d in decoders}

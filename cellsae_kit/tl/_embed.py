@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-from sklearn.decomposition import PCA
 
 from .._docs import doc_params
 from ..models import fit_autoencoder
@@ -115,6 +114,8 @@ def embed(
     >>> adata.obsm["X_pca"].shape, adata.varm["pca"].shape
     ((300, 20), (100, 20))
     """
+    from sklearn.decomposition import PCA
+
     if method not in EMBED_METHODS:
         raise ValueError(f"method={method!r} is not known; choose 'pca' or 'autoencoder'.")
     if isinstance(n_latent, bool) or not isinstance(n_latent, int | np.integer) or n_latent < 1:

@@ -7,8 +7,6 @@ from typing import Any, Literal
 
 import numpy as np
 from anndata import AnnData
-from sklearn.decomposition import NMF, PCA, FastICA, MiniBatchDictionaryLearning
-from sklearn.exceptions import ConvergenceWarning
 
 from .._docs import doc_params
 from ..models import fvu
@@ -56,6 +54,9 @@ def factorize_array(
     >>> out["codes"].shape, round(out["fvu"], 6)
     ((50, 4), 0.0)
     """
+    from sklearn.decomposition import NMF, PCA, FastICA, MiniBatchDictionaryLearning
+    from sklearn.exceptions import ConvergenceWarning
+
     if method not in FACTORIZE_METHODS:
         raise ValueError(f"method={method!r} is not known; choose one of {', '.join(map(repr, FACTORIZE_METHODS))}.")
     X = np.asarray(X, dtype=np.float64)
@@ -127,6 +128,8 @@ def factorize_array(
 
 def _rewarn(caught: list, name: str, option: str) -> None:
     """Say once, in our words, that a scikit-learn fit did not converge; pass other warnings on."""
+    from sklearn.exceptions import ConvergenceWarning
+
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

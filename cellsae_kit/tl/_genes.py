@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import linalg, sparse, stats
+from scipy import linalg, sparse
 from tqdm.auto import tqdm
 
 from .._docs import doc_params
@@ -225,6 +225,8 @@ def welch_de(
     >>> bool(result["pvals_adj"][0, 0] < 1e-5), bool(result["pvals_adj"][1, 0] > 0.01)
     (True, True)
     """
+    from scipy import stats  # imported here: scipy.stats is slow to load and large
+
     if not 0 < top_fraction <= 1:
         raise ValueError(f"top_fraction={top_fraction} must be in (0, 1]; the reference study uses 0.01.")
     if int(min_cells) < 2:

@@ -10,7 +10,6 @@ import numpy as np
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
-from sklearn.decomposition import PCA, TruncatedSVD
 
 from .._docs import doc_params
 from ..models import check_data
@@ -56,6 +55,8 @@ def reduce_modality(
     >>> coords.shape, back.shape, round(float(coords.var(axis=0, ddof=1).sum()), 6)
     ((100, 5), (30, 5), 1.0)
     """
+    from sklearn.decomposition import PCA, TruncatedSVD
+
     if lsi:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # muon's import asks scanpy for __version__

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse, stats
+from scipy import sparse
 
 from .._docs import doc_params
 from ._input import get_codes, get_groups
@@ -39,6 +39,8 @@ def mann_whitney(x_in: np.ndarray, x_out: np.ndarray) -> dict[str, np.ndarray]:
     >>> mann_whitney(np.array([[3.0], [4.0]]), np.array([[0.0], [1.0], [0.0]]))["auroc"]
     array([1.])
     """
+    from scipy import stats  # imported here: scipy.stats is slow to load and large
+
     n1, n2 = x_in.shape[0], x_out.shape[0]
     n = n1 + n2
     ranks = stats.rankdata(np.vstack([x_in, x_out]), axis=0)
@@ -146,6 +148,8 @@ def rank_features_groups(
 
 
 def _rank_one(codes: sparse.csr_matrix, is_in: np.ndarray, is_out: np.ndarray, method: str, n_keep: int) -> dict:
+    from scipy import stats  # imported here: scipy.stats is slow to load and large
+
     x_in = codes[np.flatnonzero(is_in)].toarray()
     x_out = codes[np.flatnonzero(is_out)].toarray()
     test = mann_whitney(x_in, x_out)

@@ -9,10 +9,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-from scipy.optimize import linear_sum_assignment
-from sklearn.linear_model import LinearRegression
-from sklearn.metrics import r2_score
-from sklearn.model_selection import train_test_split
 
 from .._docs import doc_params
 from ..models import check_data
@@ -224,6 +220,8 @@ def recovery_scores(
     >>> scores["variables"]["best_feature"].tolist(), round(scores["summary"]["matched_score"], 6)
     ([1, 2, 0], 1.0)
     """
+    from scipy.optimize import linear_sum_assignment  # imported here: scipy.optimize is large
+
     codes = _dense_or_csr(codes, "the features")
     truth, names = check_truth(truth, codes.shape[0])
     if not 0 < threshold < 1:
@@ -305,6 +303,10 @@ def completeness_scores(
     >>> completeness_scores(rep, rep @ rng.normal(size=(5, 2))).round(6).tolist()
     [1.0, 1.0]
     """
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import train_test_split
+
     rep = _dense_or_csr(rep, "the representation")
     truth, names = check_truth(truth, rep.shape[0])
     if not 0 < test_size < 1:

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from .._docs import doc_params
@@ -52,6 +51,8 @@ def unit_rows(W: np.ndarray) -> np.ndarray:
 
 
 def _hungarian(similarity: np.ndarray) -> Match:
+    from scipy.optimize import linear_sum_assignment  # imported here: scipy.optimize is large
+
     a, b = linear_sum_assignment(similarity, maximize=True)
     return Match(a, b, similarity[a, b])
 

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-from sklearn.neighbors import KNeighborsClassifier
 
 from .._docs import doc_params
 from ._encode import _align_genes, get_model
@@ -429,6 +428,8 @@ def _label_transfer(
     n_neighbors: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """Predicted labels of the steered cells before and after the move, from all cells' unsteered positions."""
+    from sklearn.neighbors import KNeighborsClassifier
+
     groups = get_groups(adata, groupby)
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
         raise TypeError(f"n_neighbors={n_neighbors!r} must be a whole number.")

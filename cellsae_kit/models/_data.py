@@ -9,6 +9,8 @@ needs Python >= 3.12 and its own sharded zarr layout, while this works on any ``
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -296,13 +298,13 @@ class Stream:
         take = int(np.searchsorted(np.cumsum(self.rows.sizes(order)), n_cells)) + 1
         return _stack(list(self.rows.read_chunks(order[:take])))
 
-    def epoch(self, epoch: int, batch_size: int) -> Iterator[torch.Tensor]:
-        """Yield one epoch's minibatches on the device: this process's part under torchrun, else whole ones."""
+    def epoch(self, epoch: int, batch_size: int, device: torch.device | None = None) -> Iterator[torch.Tensor]:
+        """Yield one epoch's minibatches on the device (or ``device``): this process's part under torchrun."""
         n = self.n_shards
         mine = range(n) if self.shard is None else [self.shard]
         parts = [self._shard_blocks(s, epoch, batch_size // n if n > 1 else batch_size) for s in mine]
         for _ in range(self.steps_per_epoch(batch_size)):
-            yield to_tensor(_stack([next(part) for part in parts]), self.device)
+            yield to_tensor(_stack([next(part) for part in parts]), self.device if device is None else device)
 
     def _shard_blocks(self, shard: int, epoch: int, size: int) -> Iterator[np.ndarray | sparse.csr_matrix]:
         """One shard's cells in blocks of ``size``: chunks in shuffled order, rows shuffled within each buffer."""
@@ -328,6 +330,51 @@ class Stream:
         for block in self.rows.read_chunks(chunks, batch_size):
             for start in range(0, block.shape[0], batch_size):  # chunks can be larger than a batch
                 yield to_tensor(block[start : start + batch_size], self.device)
+
+
+_DONE = object()
+
+
+def prefetch(batches: Iterator[torch.Tensor], device: torch.device, depth: int = 2) -> Iterator[torch.Tensor]:
+    """Yield host batches on ``device`` while a thread prepares the next ``depth`` of them.
+
+    The thread reads, densifies and, for a GPU, copies each batch into pinned (page-locked) memory, so that the
+    copy to the GPU is asynchronous and overlaps with the computation on the previous batch. The batches keep
+    their order, an error in the thread is raised here, and the thread ends when the consumer stops early.
+    """
+    pin = device.type == "cuda"
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                if not hand_over(batch.pin_memory() if pin else batch):
+                    return
+        except BaseException as err:  # noqa: BLE001 (raised again in the consumer's thread)
+            hand_over(err)
+            return
+        hand_over(_DONE)
+
+    thread = threading.Thread(target=work, name="cellsae_kit-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item.to(device, non_blocking=pin)
+    finally:
+        stop.set()
+        thread.join()
 
 
 @torch.no_grad()

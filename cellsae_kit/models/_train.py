@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from ._data import ChunkedRows, Stream, codes_stats, encode_rows
+from ._data import ChunkedRows, Stream, codes_stats, encode_rows, prefetch
 from ._distributed import Sync
 from ._metrics import activation_stats, max_decoder_cosine
 from ._sae import Activation, Codes, SparseAutoencoder, batch_top, check_config, sparse_decode, to_tensor
@@ -167,13 +167,20 @@ def geometric_median(x: np.ndarray, *, n_iter: int = 100, tol: float = 1e-6) -> 
 
 
 def _batches(data, train_idx: np.ndarray, batch_size: int, rng: np.random.Generator, device: torch.device, epoch: int):
-    """One epoch's minibatches: shuffled cells in memory, or shuffled chunks of a :class:`Stream`."""
+    """One epoch's minibatches: shuffled cells in memory, or shuffled chunks of a :class:`Stream`.
+
+    Data on the host that train on a GPU are read by a thread, a few batches ahead, into pinned memory
+    (:func:`prefetch`); on the CPU a thread would only compete with the computation for the cores.
+    """
+    on_host = not (isinstance(data, torch.Tensor) and data.device.type == device.type)
+    source = torch.device("cpu") if device.type == "cuda" and on_host else device
     if isinstance(data, Stream):
-        yield from data.epoch(epoch, batch_size)
-        return
-    order = train_idx[rng.permutation(len(train_idx))]
-    for start in range(0, len(order), batch_size):
-        yield _rows(data, np.sort(order[start : start + batch_size]), device).float()
+        batches = data.epoch(epoch, batch_size, source)
+    else:
+        order = train_idx[rng.permutation(len(train_idx))]
+        starts = range(0, len(order), batch_size)
+        batches = (_rows(data, np.sort(order[s : s + batch_size]), source).float() for s in starts)
+    yield from prefetch(batches, device) if source != device else batches
 
 
 def _cells(data, idx: np.ndarray, batch_size: int, device: torch.device):

@@ -1,3 +1,6 @@
+import itertools
+import threading
+
 import anndata as ad
 import h5py
 import numpy as np
@@ -8,7 +11,7 @@ from anndata.io import sparse_dataset
 from scipy import sparse
 
 from cellsae_kit.models import ChunkedRows, SparseAutoencoder, activation_stats, encode_rows, fit
-from cellsae_kit.models._data import Stream, codes_stats
+from cellsae_kit.models._data import Stream, codes_stats, prefetch
 from tests.conftest import sparse_dictionary_data
 
 CPU = torch.device("cpu")
@@ -235,3 +238,29 @@ def test_non_finite_cells_are_named():
 def test_shards_larger_than_the_data(rows, kwargs, message):
     with pytest.raises(ValueError, match=message):
         fit(rows, **(FAST | kwargs))
+
+
+def test_prefetch_keeps_order_and_values():
+    batches = [torch.full((4, 3), float(i)) for i in range(7)]
+    out = list(prefetch(iter(batches), CPU, depth=2))
+    assert len(out) == 7 and all(torch.equal(a, b) for a, b in zip(out, batches, strict=True))
+
+
+def test_prefetch_raises_the_readers_error_after_the_batches_before_it():
+    def failing():
+        yield torch.zeros(2)
+        raise ValueError("cells 8-15 contain NaN")
+
+    seen = []
+    with pytest.raises(ValueError, match="cells 8-15 contain NaN"):
+        for batch in prefetch(failing(), CPU):
+            seen.append(batch)
+    assert len(seen) == 1
+
+
+def test_prefetch_thread_ends_when_the_consumer_stops_early():
+    endless = (torch.full((2,), float(i)) for i in itertools.count())
+    batches = prefetch(endless, CPU, depth=3)
+    assert float(next(batches)[0]) == 0.0 and float(next(batches)[0]) == 1.0
+    batches.close()
+    assert not any(t.name == "cellsae_kit-prefetch" for t in threading.enumerate())

@@ -426,7 +426,9 @@ def main() -> None:
                 "meaning": (
                     "the first fit of the search whose decoder, used as a dictionary and coded by scikit-learn's "
                     "OMP at the same k, reconstructs as well as scikit-learn's: the dictionaries compared alone; "
-                    "the remaining epochs to seconds_to_reach train our one-matrix encoder to approach OMP's codes"
+                    "seconds_fit is that whole fit() call (its encoding of all cells included), so fit_speedup "
+                    "slightly understates ours; the remaining epochs to seconds_to_reach train our one-matrix "
+                    "encoder to approach OMP's codes"
                 ),
             },
             "search_rule": (

@@ -318,7 +318,7 @@ class Stream:
             for start in range(0, full, size):
                 # a copy: a view would keep the whole buffer alive while the next one is read (and after the epoch)
                 yield block[start : start + size].copy()
-            left = [block[full:]] if full < block.shape[0] else []
+            left = [block[full:].copy()] if full < block.shape[0] else []
         if left:
             yield left[0].copy()
 

@@ -299,7 +299,7 @@ def consensus(
             input_name=data.name,
             **fit_kwargs,
         )
-        live = np.diff(result.codes.tocsc().indptr) > 0
+        live = result.codes.getnnz(axis=0) > 0
         decoders.append(result.model.W_dec.detach().cpu().double().numpy()[live])
         runs.append({"seed": seed, **{m: result.metrics[m] for m in ("fvu_validation", "l0", "dead_fraction")}})
         runs[-1]["n_live"] = int(live.sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from anndata import AnnData
@@ -10,7 +11,7 @@ from mudata import MuData
 
 from .._docs import doc_params
 from ..models import SparseAutoencoder, load, resolve_device
-from ._input import check_adata, get_input
+from ._input import Input, check_adata, get_input
 from ._sae import store
 
 
@@ -115,16 +116,13 @@ def encode(
         raise TypeError(f"model is a {type(model).__name__}; pass None, an AnnData or MuData, a model file or an SAE.")
     key_added = key if key_added is None else key_added
 
-    meta = model.metadata
-    data = get_input(adata, meta.get("use_rep", "X"), meta.get("layer"))
-    X = data.X
-    if "var_names" in meta:
-        X = _align_genes(adata.mod[data.mod] if data.mod else adata, X, meta["var_names"])
-    if X.shape[1] != model.n_inputs:
-        raise ValueError(
-            f"{data.name} has {X.shape[1]} dimensions but the SAE was trained on {model.n_inputs}; encode the "
-            "same representation it was trained on (for PCA, project the new cells with the reference loadings)."
-        )
+    _, X = model_input(
+        adata,
+        model,
+        "the SAE",
+        "encode the same representation it was trained on (for PCA, project the new cells with the reference "
+        "loadings).",
+    )
     model = model.to(resolve_device(device))
     codes = model.transform(X, batch_size=batch_size)
 
@@ -134,6 +132,21 @@ def encode(
     else:
         store(adata, model.cpu(), key_added, codes=codes)
     return adata if copy else None
+
+
+def model_input(adata: AnnData | MuData, model: SparseAutoencoder, what: str, hint: str) -> tuple[Input, Any]:
+    """Read the input ``model`` was trained on from ``adata``: its ``use_rep`` or layer, genes in its order.
+
+    ``what`` names the model and ``hint`` says what to do in the error raised when the dimensions differ.
+    """
+    meta = model.metadata
+    data = get_input(adata, meta.get("use_rep", "X"), meta.get("layer"))
+    X = data.X
+    if "var_names" in meta:
+        X = _align_genes(adata.mod[data.mod] if data.mod else adata, X, meta["var_names"])
+    if X.shape[1] != model.n_inputs:
+        raise ValueError(f"{data.name} has {X.shape[1]} dimensions but {what} was trained on {model.n_inputs}; {hint}")
+    return data, X
 
 
 def _align_genes(adata: AnnData, X, var_names: list[str]):

@@ -94,6 +94,17 @@ def modality_name(adata: AnnData | MuData, genes: AnnData) -> str | None:
     return next(name for name, m in adata.mod.items() if m is genes)
 
 
+def rep_name(use_rep: str | None, layer: str | None) -> str:
+    """``use_rep``, ``"X"`` when it is ``None``; a clear error when a layer is asked for with an ``obsm`` entry."""
+    use_rep = "X" if use_rep is None else use_rep
+    if use_rep != "X" and layer is not None:
+        raise ValueError(
+            f"use_rep={use_rep!r} and layer={layer!r} both name an input; pass layer only for expression "
+            "(use_rep=None)."
+        )
+    return use_rep
+
+
 def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = None) -> Input:
     """Pick the matrix named by ``use_rep`` / ``layer`` and check that an SAE can use it.
 
@@ -113,13 +124,8 @@ def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = No
     check_adata(adata)
     if is_mudata(adata):
         return _get_mudata_input(adata, use_rep, layer)
-    use_rep = "X" if use_rep is None else use_rep
+    use_rep = rep_name(use_rep, layer)
     if use_rep != "X":
-        if layer is not None:
-            raise ValueError(
-                f"use_rep={use_rep!r} and layer={layer!r} both name an input; pass layer only for expression "
-                "(use_rep=None)."
-            )
         if use_rep not in adata.obsm:
             available = ", ".join(repr(k) for k in ["X", *adata.obsm]) or "none"
             raise KeyError(f"use_rep={use_rep!r} is not in adata.obsm. Available representations: {available}.")

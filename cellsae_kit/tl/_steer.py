@@ -12,9 +12,9 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._docs import doc_params
-from ._encode import _align_genes, get_model
+from ._encode import get_model, model_input
 from ._genes import _feature_index
-from ._input import get_codes, get_groups, get_input
+from ._input import get_codes, get_groups
 from ._sae import _find_maps
 
 logger = logging.getLogger("cellsae_kit")
@@ -349,16 +349,7 @@ def steer(
             logger.warning("Feature %d never fires in the cells of %r: steering sets it to 0.", index, target)
     after = steered_activations(before, value=value, scale=scale)
 
-    meta = model.metadata
-    data = get_input(adata, meta.get("use_rep", "X"), meta.get("layer"))
-    rep = data.X
-    if "var_names" in meta:
-        rep = _align_genes(adata.mod[data.mod] if data.mod else adata, rep, meta["var_names"])
-    if rep.shape[1] != model.n_inputs:
-        raise ValueError(
-            f"{data.name} has {rep.shape[1]} dimensions but the SAE under key={key!r} was trained on "
-            f"{model.n_inputs}; it no longer matches the representation."
-        )
+    data, rep = model_input(adata, model, f"the SAE under key={key!r}", "it no longer matches the representation.")
     direction = model.W_dec.detach().double().numpy()[index] / float(model.input_scale)
     shift = steering_shift(before, after, direction)
     rep_before = rep[rows]

@@ -11,7 +11,7 @@ from anndata import AnnData
 from anndata.io import read_elem, sparse_dataset
 
 from ..models import ChunkedRows
-from ._input import Input, get_input
+from ._input import Input, get_input, rep_name
 
 
 def is_streamed(adata: Any) -> bool:
@@ -69,13 +69,8 @@ def _open(path: Path) -> tuple[Any, Path]:
 
 def _element(root: Any, file: str, use_rep: str | None, layer: str | None) -> tuple[Any, str]:
     """Find the matrix named by ``use_rep`` / ``layer`` in an opened store, without reading it."""
-    use_rep = "X" if use_rep is None else use_rep
+    use_rep = rep_name(use_rep, layer)
     if use_rep != "X":
-        if layer is not None:
-            raise ValueError(
-                f"use_rep={use_rep!r} and layer={layer!r} both name an input; pass layer only for expression "
-                "(use_rep=None)."
-            )
         group, key, what = "obsm", use_rep, f"use_rep={use_rep!r}"
     elif layer is not None:
         group, key, what = "layers", layer, f"layer={layer!r}"

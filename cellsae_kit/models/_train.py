@@ -711,8 +711,13 @@ def _resample(model, optimizer, dead, target, x_hat, generator, sync: Sync | Non
                 moment[sl] = 0.0
 
 
+@torch.no_grad()
 def _project_decoder_grad(model: SparseAutoencoder) -> None:
-    """Remove the gradient component along each unit-norm decoder row, so steps move along the sphere."""
+    """Remove the gradient component along each unit-norm decoder row, so steps move along the sphere.
+
+    Without gradients: an in-place update of ``W_dec.grad`` by a product with ``W_dec`` would record a graph
+    that refers to the gradient itself, a cycle that keeps two decoder-sized tensors alive at every step.
+    """
     w, g = model.W_dec, model.W_dec.grad
     if g is not None:
-        g.sub_((g * w).sum(1, keepdim=True) * w.detach())
+        g.sub_((g * w).sum(1, keepdim=True) * w)

@@ -1,3 +1,5 @@
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -62,6 +64,22 @@ def test_decoder_rows_stay_unit_norm_and_history_is_complete():
     assert result.history["epoch"] == list(range(1, n + 1))
     assert set(result.train_indices).isdisjoint(result.validation_indices)
     assert len(result.validation_indices) == 30
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+
+def test_training_steps_leave_no_tensors_behind():
+    # A gradient projection recorded under autograd once kept two decoder-sized tensors alive per step.
+    X, _, _ = sparse_dictionary_data(n_cells=500)
+    fit(X, **(FAST | {"n_epochs": 1}))
+    before = _live_tensors()
+    result = fit(X, **(FAST | {"n_epochs": 10}))
+    assert result.model.W_dec.grad is None or result.model.W_dec.grad.grad_fn is None
+    del result
+    assert _live_tensors() - before < 10  # 10 epochs of 2 steps each
 
 
 def test_early_stopping_keeps_the_best_epoch():

@@ -71,12 +71,13 @@ def _live_tensors() -> int:
     return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
 
 
-def test_training_steps_leave_no_tensors_behind():
+@pytest.mark.parametrize("activation", ["topk", "batchtopk", "relu"])
+def test_training_steps_leave_no_tensors_behind(activation):
     # A gradient projection recorded under autograd once kept two decoder-sized tensors alive per step.
     X, _, _ = sparse_dictionary_data(n_cells=500)
-    fit(X, **(FAST | {"n_epochs": 1}))
+    fit(X, activation=activation, **(FAST | {"n_features": 256, "n_epochs": 1}))
     before = _live_tensors()
-    result = fit(X, **(FAST | {"n_epochs": 10}))
+    result = fit(X, activation=activation, **(FAST | {"n_features": 256, "n_epochs": 10, "dead_window": 256}))
     assert result.model.W_dec.grad is None or result.model.W_dec.grad.grad_fn is None
     del result
     assert _live_tensors() - before < 10  # 10 epochs of 2 steps each

@@ -378,6 +378,7 @@ def prefetch(batches: Iterator[torch.Tensor], device: torch.device, depth: int =
 
 
 @torch.no_grad()
+@torch.no_grad()
 def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) -> sparse.csr_matrix:
     """Encode cells block by block into one CSR matrix, without holding the input or a second copy of the codes.
 

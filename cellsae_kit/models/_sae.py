@@ -221,6 +221,10 @@ class SparseAutoencoder(nn.Module):
     def transform(self, X: np.ndarray | sparse.spmatrix, *, batch_size: int = 8192) -> sparse.csr_matrix:
         """Encode cells into a CSR matrix of activations (cells x features, float32).
 
+        Each batch's codes are written into arrays of the final size as it is encoded
+        (:func:`~cellsae_kit.models.encode_rows`), so memory holds the codes once, never their blocks and a
+        stacked copy together.
+
         Parameters
         ----------
         X
@@ -231,19 +235,18 @@ class SparseAutoencoder(nn.Module):
         Returns
         -------
         The activations; zeros are not stored.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from cellsae_kit.models import SparseAutoencoder
+        >>> codes = SparseAutoencoder(5, 16, k=2).transform(np.ones((3, 5), dtype="float32"))
+        >>> codes.shape, int(codes.getnnz(axis=1).max()) <= 2
+        ((3, 16), True)
         """
-        was_training = self.training
-        self.eval()
-        device = self.b_dec.device
-        blocks = []
-        for start in range(0, X.shape[0], batch_size):
-            x = to_tensor(X[start : start + batch_size], device)
-            codes = self.encode(x)
-            blocks.append(codes_to_csr(codes, x.shape[0], self.n_features))
-        self.train(was_training)
-        if not blocks:
-            return sparse.csr_matrix((0, self.n_features), dtype=np.float32)
-        return sparse.vstack(blocks, format="csr")
+        from ._data import encode_rows  # _data builds on this module
+
+        return encode_rows(self, X, batch_size=batch_size)
 
     def weights(self) -> dict[str, np.ndarray]:
         """Return the parameters and buffers as float32 numpy arrays."""

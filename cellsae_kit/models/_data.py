@@ -378,7 +378,6 @@ def prefetch(batches: Iterator[torch.Tensor], device: torch.device, depth: int =
 
 
 @torch.no_grad()
-@torch.no_grad()
 def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) -> sparse.csr_matrix:
     """Encode cells block by block into one CSR matrix, without holding the input or a second copy of the codes.
 
@@ -422,23 +421,36 @@ def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) 
     index_dtype = np.int32 if max(capacity, m) < 2**31 else np.int64
     indptr = np.zeros(n_cells + 1, dtype=np.int64)
     indices, data, nnz = np.empty(capacity, index_dtype), np.empty(capacity, np.float32), 0
-    for read_start in range(0, n_cells, step):
-        cells = rows[read_start : read_start + step]
-        for offset in range(0, cells.shape[0], batch_size):
-            x = to_tensor(cells[offset : offset + batch_size], device)
-            block = codes_to_csr(model.encode(x), x.shape[0], m)
-            if nnz + block.nnz > len(data):  # BatchTopK or ReLU keep more than expected: grow geometrically
-                new = max(2 * len(data), nnz + block.nnz)
-                indices, data = np.resize(indices, new), np.resize(data, new)
-            indices[nnz : nnz + block.nnz], data[nnz : nnz + block.nnz] = block.indices, block.data
-            start = read_start + offset
-            indptr[start + 1 : start + x.shape[0] + 1] = nnz + block.indptr[1:]
-            nnz += block.nnz
-    model.train(was_training)
+    try:
+        for read_start in range(0, n_cells, step):
+            cells = rows[read_start : read_start + step]
+            for offset in range(0, cells.shape[0], batch_size):
+                x = to_tensor(cells[offset : offset + batch_size], device)
+                block = codes_to_csr(model.encode(x), x.shape[0], m)
+                if nnz + block.nnz > len(data):  # BatchTopK or ReLU keep more than expected: grow geometrically
+                    new = max(2 * len(data), nnz + block.nnz)
+                    indices, data = _grown(indices, nnz, new), _grown(data, nnz, new)
+                indices[nnz : nnz + block.nnz], data[nnz : nnz + block.nnz] = block.indices, block.data
+                start = read_start + offset
+                # in int64: the block's int32 offsets plus the codes so far can pass 2**31
+                indptr[start + 1 : start + x.shape[0] + 1] = block.indptr[1:].astype(np.int64) + nnz
+                nnz += block.nnz
+    finally:
+        model.train(was_training)
+    # give back the unused capacity (ReLU and BatchTopK keep fewer or more than the first guess)
+    indices.resize(nnz, refcheck=False)
+    data.resize(nnz, refcheck=False)
     if nnz >= 2**31:
         indices = indices.astype(np.int64)
     indptr = indptr.astype(indices.dtype)
-    return sparse.csr_matrix((data[:nnz], indices[:nnz], indptr), shape=(n_cells, m))
+    return sparse.csr_matrix((data, indices, indptr), shape=(n_cells, m))
+
+
+def _grown(values: np.ndarray, n: int, size: int) -> np.ndarray:
+    """Copy the first ``n`` values into a new array of ``size``, which owns its memory (so it can shrink later)."""
+    out = np.empty(size, values.dtype)
+    out[:n] = values[:n]
+    return out
 
 
 def codes_stats(codes: sparse.csr_matrix) -> dict[str, float]:

@@ -12,6 +12,7 @@ from scipy import sparse
 
 from cellsae_kit.models import ChunkedRows, SparseAutoencoder, activation_stats, encode_rows, fit
 from cellsae_kit.models._data import Stream, codes_stats, prefetch
+from cellsae_kit.models._sae import codes_to_csr
 from tests.conftest import sparse_dictionary_data
 
 CPU = torch.device("cpu")
@@ -164,7 +165,14 @@ def test_encode_rows_equals_transform(activation):
     with torch.no_grad():
         model.b_enc.fill_(0.5)  # relu: most features fire, more than the first guess of the codes' size
     X = np.random.default_rng(1).normal(size=(333, 6)).astype(np.float32)
-    expected = model.transform(X, batch_size=50)
+    model.eval()
+    with torch.no_grad():  # an independent reference: each batch's codes, stacked
+        blocks = [
+            codes_to_csr(model.encode(torch.from_numpy(X[s : s + 50])), len(X[s : s + 50]), 40)
+            for s in range(0, 333, 50)
+        ]
+    expected = sparse.vstack(blocks, format="csr")
+    assert (model.transform(X, batch_size=50) != expected).nnz == 0
     for chunk_size in (10, 120):  # chunks smaller and larger than a batch
         codes = encode_rows(model, ChunkedRows(X, chunk_size=chunk_size), batch_size=50)
         assert codes.shape == expected.shape and (codes != expected).nnz == 0

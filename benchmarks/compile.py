@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from train_speed import _sync, device_name
+from train_speed import _sync, device_name, reference_loss
 
 from cellsae_kit.models import SparseAutoencoder, resolve_device
 
@@ -52,13 +52,6 @@ def ours_step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.Tenso
     loss.backward()
     opt.step()
     return loss.detach()
-
-
-def reference_loss(W_enc, b_enc, W_dec, b_dec, x, k: int) -> torch.Tensor:
-    pre = (x - b_dec) @ W_enc + b_enc
-    values, indices = pre.topk(k, dim=1)
-    acts = torch.zeros_like(pre).scatter(1, indices, torch.relu(values))
-    return ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean()
 
 
 def make_ours(shape: dict, device, compiled: bool):

@@ -42,6 +42,14 @@ BATCH = 4096
 ACTIVATIONS = ("topk", "batchtopk", "relu")
 
 
+def reference_loss(W_enc, b_enc, W_dec, b_dec, x: torch.Tensor, k: int) -> torch.Tensor:
+    """The plain dense TopK SAE's loss: top-k scattered into a dense cells x features matrix, full decoder matmul."""
+    pre = (x - b_dec) @ W_enc + b_enc
+    values, indices = pre.topk(k, dim=1)
+    acts = torch.zeros_like(pre).scatter(1, indices, torch.relu(values))
+    return ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean()
+
+
 def reference_loop(X: torch.Tensor, m: int, k: int, batch_size: int, epochs: int, device) -> float:
     """Cells per second of a plain dense TopK SAE (scatter + full matmul decoder)."""
     d = X.shape[1]
@@ -58,10 +66,7 @@ def reference_loop(X: torch.Tensor, m: int, k: int, batch_size: int, epochs: int
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, batch_size):
             x = X[perm[s : s + batch_size]].to(device)
-            pre = (x - b_dec) @ W_enc + b_enc
-            values, indices = pre.topk(k, dim=1)
-            acts = torch.zeros_like(pre).scatter(1, indices, torch.relu(values))
-            loss = ((acts @ W_dec + b_dec - x) ** 2).sum(1).mean()
+            loss = reference_loss(W_enc, b_enc, W_dec, b_dec, x, k)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -320,7 +320,7 @@ class Stream:
                 yield block[start : start + size].copy()
             left = [block[full:].copy()] if full < block.shape[0] else []
         if left:
-            yield left[0].copy()
+            yield left[0]  # already a copy
 
     def cells(self, idx: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
         """Yield the cells of ``idx`` (whole chunks) in order; under torchrun each process its share of chunks."""

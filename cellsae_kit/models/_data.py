@@ -407,6 +407,11 @@ def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) 
     >>> codes.shape, (codes != model.transform(X, batch_size=16)).nnz
     ((50, 16), 0)
     """
+    if len(rows.shape) != 2 or rows.shape[1] != model.n_inputs:
+        raise ValueError(
+            f"The cells to encode have shape {tuple(rows.shape)} but the SAE takes {model.n_inputs} inputs per cell; "
+            "pass cells x inputs of the representation it was trained on."
+        )
     was_training = model.training
     model.eval()
     n_cells, m = rows.shape[0], model.n_features

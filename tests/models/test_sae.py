@@ -135,3 +135,12 @@ def test_batchtopk_training_keeps_k_per_cell_on_average():
     sae = SparseAutoencoder(10, 256, activation="batchtopk", k=8)
     codes = sae.select(sae.pre_activations(torch.randn(100, 10)))
     assert codes.values.numel() == 800 and bool((codes.rows[1:] >= codes.rows[:-1]).all())
+
+
+def test_transform_names_a_dimension_mismatch_and_leaves_the_cells_alone():
+    model = SparseAutoencoder(5, 16, k=2)
+    x = np.ones((3, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"shape \(3, 4\) but the SAE takes 5 inputs"):
+        model.transform(x)
+    np.testing.assert_array_equal(x, np.ones((3, 4), dtype=np.float32))
+    assert model.training

@@ -3,7 +3,7 @@
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, models, tl
+from . import datasets, get, models, tl
 
 try:
     __version__ = version("cellsae_kit")
@@ -14,7 +14,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 # ones above all, then do not carry their memory.
 _LAZY = ("pl", "widgets")
 
-__all__ = ["datasets", "models", "pl", "tl", "widgets", "__version__"]
+__all__ = ["datasets", "get", "models", "pl", "tl", "widgets", "__version__"]
 
 
 def __getattr__(name: str):

@@ -21,15 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import typing
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from .models import ACTIVATIONS, fit, save
-from .tl._sae import _find_maps, store_fit
-from .tl._stream import open_streamed
+from . import get
+from .models import FitConfig, save
+from .tl import sae
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,23 +53,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="an .h5ad file or a .zarr store written by anndata")
     p.add_argument("--use-rep", default=None, help="obsm key to train on (default: X, the expression)")
     p.add_argument("--layer", default=None, help="layer of expression to train on instead of X")
-    p.add_argument("--n-features", type=int, default=512, help="dictionary size")
-    p.add_argument("--k", type=int, default=16, help="active features per cell (topk) or on average (batchtopk)")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="topk")
-    p.add_argument("--l1-coef", type=float, default=0.05, help="L1 weight of the relu SAE")
-    p.add_argument("--batch-size", type=int, default=1024, help="global batch: split evenly between the processes")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the cells (default: about 3,000 steps)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-4 / sqrt(n_features / 2**14))")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation-fraction", type=float, default=0.1, help="fraction of chunks held out")
+    add_fit_options(p.add_argument_group("fit options (cellsae_kit.models.FitConfig)"))
     p.add_argument("--chunk-size", type=int, default=None, help="cells per chunk read from disk (default: <= 8192)")
-    p.add_argument("--device", default="auto", help="auto (a GPU per process when there are GPUs), cpu or cuda:N")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--output", type=Path, required=True, help="model file (.safetensors is appended when missing)")
     p.add_argument("--activations", type=Path, default=None, help="write activations and metadata to this .h5ad/.zarr")
     p.add_argument("--key-added", default="sae", help="key of the activations and metadata in that file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def add_fit_options(group: argparse._ActionsContainer) -> None:
+    """Add one option per field of :class:`~cellsae_kit.models.FitConfig` (``--n-features`` for ``n_features``).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> from cellsae_kit.train import add_fit_options
+    >>> p = argparse.ArgumentParser()
+    >>> add_fit_options(p)
+    >>> p.parse_args(["--k", "4", "--no-resample"]).k, p.parse_args(["--no-resample"]).resample
+    (4, False)
+    """
+    hints = typing.get_type_hints(FitConfig)
+    for f in fields(FitConfig):
+        names = (f"--{f.name.replace('_', '-')}", *f.metadata["cli"])
+        text = re.sub(r"``|:\w+:`~?([^`]+)`", r"\1", f.metadata["doc"])
+        shown = "" if f.default is None else " (default: %(default)s)"  # a None default is described in the text
+        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text + shown}
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Literal:
+            kwargs["choices"] = args
+        elif hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = args[0] if args else hint
+        group.add_argument(*names, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -92,7 +115,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     >>> (folder / "sae.safetensors").exists(), metrics["world_size"]
     (True, 1.0)
     """
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    try:
+        config = FitConfig(**{name: getattr(args, name) for name in FitConfig.options()})
+    except (TypeError, ValueError) as error:
+        cli.error(str(error))  # exits with the usage line, as argparse does for its own checks
     started_group = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -100,42 +128,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     try:
         world = dist.get_world_size() if dist.is_initialized() else 1
         rank = dist.get_rank() if dist.is_initialized() else 0
-        device = args.device
+        device = args.device  # "auto" under torchrun: each process takes the GPU of its local rank
         if device == "auto" and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(torch.device(device))
-        target, data = open_streamed(args.input, args.use_rep, args.layer, chunk_size=args.chunk_size)
-        maps = _find_maps(target, data, None)
-        metadata = {"use_rep": data.use_rep} | ({"layer": data.layer} if data.layer else {})
-        if data.is_expression:
-            metadata["var_names"] = target.var_names.tolist()
-        result = fit(
-            data.X,
-            n_features=args.n_features,
-            activation=args.activation,
-            k=args.k,
-            l1_coef=args.l1_coef,
-            batch_size=args.batch_size,
-            n_epochs=args.epochs,
-            lr=args.lr,
-            validation_fraction=args.validation_fraction,
-            random_state=args.seed,
-            device=device,
-            precision=args.precision,
+        target = sae(
+            args.input,
+            args.use_rep,
+            layer=args.layer,
+            key_added=args.key_added,
             progress=not args.no_progress and rank == 0,
-            input_name=data.name,
-            metadata=metadata,
+            chunk_size=args.chunk_size,
+            **replace(config, device=device).params(),
         )
         if rank != 0:
             return {}
-        save(result.model.cpu(), args.output)
+        stored = get.sae(target, args.key_added)
+        save(stored.model, args.output)
         if args.activations is not None:
-            store_fit(target, data, maps, result, args.key_added)
             if args.activations.suffix == ".zarr":
                 target.write_zarr(args.activations)
             else:
                 target.write_h5ad(args.activations)
-        return {name: float(value) for name, value in result.metrics.items()} | {"world_size": float(world)}
+        return {name: float(value) for name, value in stored.metrics.items()} | {"world_size": float(world)}
     finally:
         if started_group:
             dist.destroy_process_group()

@@ -20,6 +20,11 @@ SECTIONS = [
         "cellsae_kit.pl",
         "Draw what the tools stored, with scanpy's plotting parameters.",
     ),
+    (
+        "Reading what the kit stored: `csk.get`",
+        "cellsae_kit.get",
+        "One reader for a stored SAE (as `scanpy.get`); every tool, plot and the explorer goes through it.",
+    ),
     ("Data: `csk.datasets`", "cellsae_kit.datasets", "Simulations with ground truth and bundled offline gene sets."),
     ("Explorer: `csk.widgets`", "cellsae_kit.widgets", "Interactive feature browsing in Jupyter (ipywidgets)."),
     ("The SAE engine: `csk.models`", "cellsae_kit.models", "Plain arrays and tensors; never imports AnnData."),
@@ -28,6 +33,12 @@ HEADER = """# API reference
 
 Import the kit as `import cellsae_kit as csk`. This page is written by `scripts/api_page.py` from each namespace's
 `__all__`; a test checks that it lists every public name.
+
+Where a change goes: the fit options are the fields of one dataclass, `csk.models.FitConfig` (the command line,
+`csk.tl.sae`, stability and consensus derive from it); what a tool stored is read through one reader,
+`csk.get.sae(adata, key)`, which also owns the rule for adding columns to the feature table; `csk.models` is the
+SAE engine in pure torch/numpy, `csk.tl` reads and writes AnnData/MuData (helpers shared by several tools live in
+`tl/_shared.py`, `tl/_input.py` and `tl/_store.py`, never in a sibling tool), and `csk.pl` draws from the reader.
 """
 
 
@@ -40,7 +51,10 @@ def section(title: str, module: str, blurb: str) -> str:
         obj = getattr(mod, name)
         if inspect.isclass(obj):
             # Records (named tuples, dataclasses) describe their fields in the docstring already.
-            record = hasattr(obj, "_fields") or dataclasses.is_dataclass(obj)
+            methods = any(
+                not n.startswith("_") and callable(v) or isinstance(v, property) for n, v in vars(obj).items()
+            )
+            record = hasattr(obj, "_fields") or (dataclasses.is_dataclass(obj) and not methods)
             lines += [f".. autoclass:: {name}", "   :no-members:" if record else "   :members:", ""]
         elif callable(obj):
             lines += [f".. autofunction:: {name}", ""]

@@ -15,15 +15,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scanpy as sc  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.patches import Polygon  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import torch
+from matplotlib.colors import to_rgba
+from matplotlib.patches import Polygon
 
-import cellsae_kit as csk  # noqa: E402
+import cellsae_kit as csk
 
 N_FEATURES, K, GRID_COLS = 512, 8, 16
 HIGHLIGHT = "#1f5fa8"  # the feature followed to its genes

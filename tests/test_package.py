@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 import cellsae_kit as csk
 
 ROOT = Path(__file__).parents[1]
-MODULES = [csk.tl, csk.pl, csk.datasets, csk.models] + ([csk.widgets] if hasattr(csk, "widgets") else [])
+MODULES = [csk.tl, csk.pl, csk.get, csk.datasets, csk.models] + ([csk.widgets] if hasattr(csk, "widgets") else [])
 PUBLIC = [(f"{mod.__name__}.{name}", getattr(mod, name)) for mod in MODULES for name in mod.__all__]
 TOOLS = [(name, f) for name, f in PUBLIC if name.startswith(("cellsae_kit.tl.", "cellsae_kit.pl."))]
 
@@ -103,3 +103,58 @@ def test_import_leaves_plotting_and_heavy_libraries_for_later():
 
     assert loaded(f"import sys, cellsae_kit; print([m for m in {heavy!r} if m in sys.modules])") == "[]"
     assert loaded("import sys, cellsae_kit as csk; csk.pl.features; print('matplotlib' in sys.modules)") == "True"
+
+
+# Private modules that several tools of one subpackage share; anything else private stays inside its module.
+SHARED = {
+    "cellsae_kit._docs",
+    "cellsae_kit.tl._input",
+    "cellsae_kit.tl._shared",
+    "cellsae_kit.tl._store",
+    "cellsae_kit.tl._stream",
+}
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) of every ``from ... import ...`` in a module of the package."""
+    import ast
+
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    parent = package.rsplit(".", 1)[0] if path.name != "__init__.py" else package.removesuffix(".__init__")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parent.rsplit(".", node.level - 1)[0] if node.level > 1 else parent
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+def _subpackage(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+
+def test_no_module_imports_another_subpackages_or_a_sibling_tools_private_names():
+    problems = []
+    for path in sorted((ROOT / "cellsae_kit").rglob("*.py")):
+        own = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for module, names in _imports(path):
+            if not module.startswith("cellsae_kit") or module == own:
+                continue
+            private_module = any(part.startswith("_") for part in module.split(".")[1:])
+            private_names = [n for n in names if n.startswith("_")]
+            same_package = _subpackage(module) == _subpackage(own) and path.name != "__init__.py"
+            if private_names and module not in SHARED and not (same_package and own.startswith("cellsae_kit.models")):
+                problems.append(f"{own} imports private {private_names} from {module}")
+            elif private_module and module not in SHARED and not (own + ".").startswith(module.rsplit(".", 1)[0] + "."):
+                problems.append(f"{own} imports from {module}, a private module of another subpackage")
+            elif private_module and own.startswith("cellsae_kit.tl._") and module.startswith("cellsae_kit.tl._"):
+                if module not in SHARED:
+                    problems.append(
+                        f"tool {own} imports from the sibling tool {module}; move what both need to tl/_shared.py"
+                    )
+    assert not problems, "\n".join(problems)

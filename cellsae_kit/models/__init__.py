@@ -1,18 +1,22 @@
 """The SAE engine: pure torch/numpy, no AnnData."""
 
 from ._autoencoder import Autoencoder, AutoencoderResult, fit_autoencoder
-from ._data import ChunkedRows, encode_rows
+from ._config import FitConfig
+from ._data import ChunkedRows
+from ._encode import encode_rows
 from ._io import load, save
-from ._metrics import activation_stats, fvu, max_decoder_cosine
+from ._metrics import DENSE_THRESHOLD, activation_stats, fvu, max_decoder_cosine
 from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
 from ._train import FitResult, check_data, default_lr, fit, geometric_median, resolve_device
 
 __all__ = [
     "ACTIVATIONS",
+    "DENSE_THRESHOLD",
     "Autoencoder",
     "AutoencoderResult",
     "ChunkedRows",
     "Codes",
+    "FitConfig",
     "FitResult",
     "SparseAutoencoder",
     "activation_stats",

@@ -12,7 +12,7 @@ from scipy import sparse
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._sae import to_tensor
+from ._encode import to_tensor
 from ._train import check_data, resolve_device, split
 
 

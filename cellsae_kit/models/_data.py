@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from ._metrics import DENSE_THRESHOLD
-from ._sae import SparseAutoencoder, codes_to_csr, to_tensor
+from ._encode import to_tensor
 
 MAX_CHUNK = 8192
 MIN_CHUNKS = 64
@@ -375,99 +374,3 @@ def prefetch(batches: Iterator[torch.Tensor], device: torch.device, depth: int =
     finally:
         stop.set()
         thread.join()
-
-
-@torch.no_grad()
-def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) -> sparse.csr_matrix:
-    """Encode cells block by block into one CSR matrix, without holding the input or a second copy of the codes.
-
-    Parameters
-    ----------
-    model
-        A trained SAE (its device is used).
-    rows
-        Cells x inputs: a :class:`ChunkedRows`, or anything that slices rows (``h5py``/``zarr`` arrays, numpy,
-        scipy sparse).
-    batch_size
-        Cells encoded at once (blocks of consecutive rows).
-
-    Returns
-    -------
-    The activations (cells x features, float32); equal to :meth:`SparseAutoencoder.transform` with the same
-    ``batch_size`` when it divides the chunk size or the chunk size divides it (otherwise the batches differ and
-    the values agree to float rounding).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.models import ChunkedRows, SparseAutoencoder, encode_rows
-    >>> model = SparseAutoencoder(5, 16, k=2)
-    >>> X = np.random.default_rng(0).normal(size=(50, 5)).astype("float32")
-    >>> codes = encode_rows(model, ChunkedRows(X, chunk_size=8), batch_size=16)
-    >>> codes.shape, (codes != model.transform(X, batch_size=16)).nnz
-    ((50, 16), 0)
-    """
-    if len(rows.shape) != 2 or rows.shape[1] != model.n_inputs:
-        raise ValueError(
-            f"The cells to encode have shape {tuple(rows.shape)} but the SAE takes {model.n_inputs} inputs per cell; "
-            "pass cells x inputs of the representation it was trained on."
-        )
-    was_training = model.training
-    model.eval()
-    n_cells, m = rows.shape[0], model.n_features
-    device = model.b_dec.device
-    # TopK stores at most k values per cell: one allocation of the final size, no copy when it is done.
-    per_cell = model.k if model.activation != "relu" else min(m, 16)
-    # Read whole chunks, about a batch or more at a time: a read that ends inside a storage chunk (zarr, chunked
-    # HDF5) decompresses all of it, and again for the next read.
-    chunk = getattr(rows, "chunk_size", batch_size)
-    step = chunk * max(1, batch_size // chunk)
-    capacity = max(1, n_cells * per_cell)
-    index_dtype = np.int32 if max(capacity, m) < 2**31 else np.int64
-    indptr = np.zeros(n_cells + 1, dtype=np.int64)
-    indices, data, nnz = np.empty(capacity, index_dtype), np.empty(capacity, np.float32), 0
-    try:
-        for read_start in range(0, n_cells, step):
-            cells = rows[read_start : read_start + step]
-            for offset in range(0, cells.shape[0], batch_size):
-                x = to_tensor(cells[offset : offset + batch_size], device)
-                block = codes_to_csr(model.encode(x), x.shape[0], m)
-                if nnz + block.nnz > len(data):  # BatchTopK or ReLU keep more than expected: grow geometrically
-                    new = max(2 * len(data), nnz + block.nnz)
-                    indices, data = _grown(indices, nnz, new), _grown(data, nnz, new)
-                indices[nnz : nnz + block.nnz], data[nnz : nnz + block.nnz] = block.indices, block.data
-                start = read_start + offset
-                # in int64: the block's int32 offsets plus the codes so far can pass 2**31
-                indptr[start + 1 : start + x.shape[0] + 1] = block.indptr[1:].astype(np.int64) + nnz
-                nnz += block.nnz
-    finally:
-        model.train(was_training)
-    # give back the unused capacity (ReLU and BatchTopK keep fewer or more than the first guess)
-    indices.resize(nnz, refcheck=False)
-    data.resize(nnz, refcheck=False)
-    if nnz >= 2**31:
-        indices = indices.astype(np.int64)
-    indptr = indptr.astype(indices.dtype)
-    return sparse.csr_matrix((data, indices, indptr), shape=(n_cells, m))
-
-
-def _grown(values: np.ndarray, n: int, size: int) -> np.ndarray:
-    """Copy the first ``n`` values into a new array of ``size``, which owns its memory (so it can shrink later)."""
-    out = np.empty(size, values.dtype)
-    out[:n] = values[:n]
-    return out
-
-
-def codes_stats(codes: sparse.csr_matrix) -> dict[str, float]:
-    """:func:`~cellsae_kit.models.activation_stats` of codes without explicit zeros, without copying them."""
-    n_cells = codes.shape[0]
-    # bincount makes an int64 copy of what it counts: count a slice at a time, not 8 bytes x nnz at once
-    counts = np.zeros(codes.shape[1], dtype=np.int64)
-    for start in range(0, codes.nnz, 2**22):
-        counts += np.bincount(codes.indices[start : start + 2**22], minlength=codes.shape[1])
-    frequency = counts / n_cells
-    return {
-        "l0": float(codes.nnz / n_cells),
-        "dead_fraction": float(np.mean(frequency == 0)),
-        "dense_fraction": float(np.mean(frequency > DENSE_THRESHOLD)),
-    }

@@ -73,11 +73,11 @@ class ProcessGroup(Sync):
     def __init__(self, device: torch.device):
         self.world_size, self.rank, self.device = dist.get_world_size(), dist.get_rank(), device
 
-    def broadcast(self, model: SparseAutoencoder) -> None:  # noqa: D102
+    def broadcast(self, model: SparseAutoencoder) -> None:
         for tensor in model.state_dict().values():
             dist.broadcast(tensor, 0)
 
-    def select(self, model: SparseAutoencoder, pre: torch.Tensor) -> Codes:  # noqa: D102
+    def select(self, model: SparseAutoencoder, pre: torch.Tensor) -> Codes:
         if model.activation != "batchtopk" or not model.training:
             return model.select(pre)
         # Keep the k x (whole batch) largest activations: the cut-off is the smallest of them across processes.
@@ -91,12 +91,12 @@ class ProcessGroup(Sync):
         rows = torch.div(flat, model.n_features, rounding_mode="floor")
         return Codes(pre.flatten()[flat].clamp_min(0), flat % model.n_features, rows)
 
-    def fired(self, fired: torch.Tensor, n_cells: int) -> tuple[torch.Tensor, int]:  # noqa: D102
+    def fired(self, fired: torch.Tensor, n_cells: int) -> tuple[torch.Tensor, int]:
         counts = fired.to(torch.int32)
         dist.all_reduce(counts)
         return counts > 0, n_cells * self.world_size  # every process takes an equal part of the batch
 
-    def variance(self, residual: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def variance(self, residual: torch.Tensor) -> torch.Tensor:
         r = residual.detach().double()
         stats = torch.cat(
             [r.sum(0), r.pow(2).sum().reshape(1), torch.tensor([r.shape[0]], dtype=r.dtype, device=r.device)]
@@ -106,7 +106,7 @@ class ProcessGroup(Sync):
         mean = stats[:-2] / n
         return (stats[-2] / n - mean.pow(2).sum()).to(residual.dtype)
 
-    def gradients(self, model: SparseAutoencoder) -> None:  # noqa: D102
+    def gradients(self, model: SparseAutoencoder) -> None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         flat = torch.cat([g.flatten() for g in grads])
         dist.all_reduce(flat)
@@ -116,19 +116,19 @@ class ProcessGroup(Sync):
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def gather(self, values: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
         out = torch.empty(self.world_size * values.numel(), dtype=values.dtype, device=values.device)
         _all_gather(out, values.contiguous())
         return out
 
-    def take(self, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def take(self, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         own = torch.div(cells, x.shape[0], rounding_mode="floor") == self.rank
         out = torch.zeros(len(cells), x.shape[1], dtype=x.dtype, device=x.device)
         out[own] = x[cells[own] - self.rank * x.shape[0]]
         dist.all_reduce(out)  # each row is non-zero on its owner only, so the sum is exact
         return out
 
-    def fvu(self, acc, n_inputs: int) -> None:  # noqa: D102
+    def fvu(self, acc, n_inputs: int) -> None:
         total = acc.sum if torch.is_tensor(acc.sum) else torch.zeros(n_inputs, dtype=torch.float64)
         extra = torch.tensor([float(acc.sse), float(acc.sumsq), acc.n], dtype=torch.float64)
         stats = torch.cat([total.double().to(self.device), extra.to(self.device)])
@@ -136,7 +136,7 @@ class ProcessGroup(Sync):
         acc.sum = stats[:n_inputs]
         acc.sse, acc.sumsq, acc.n = float(stats[n_inputs]), float(stats[n_inputs + 1]), int(stats[n_inputs + 2])
 
-    def total(self, *values: float) -> tuple[float, ...]:  # noqa: D102
+    def total(self, *values: float) -> tuple[float, ...]:
         stats = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(stats)
         return tuple(stats.tolist())

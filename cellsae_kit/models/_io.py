@@ -67,8 +67,8 @@ def load(path: str | Path, *, device: str = "cpu") -> SparseAutoencoder:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no iteration)
-    except Exception as err:  # noqa: BLE001 (safetensors raises several types for a foreign file)
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as err:
         raise ValueError(f"{path} is not a safetensors file written by cellsae_kit ({err}).") from err
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} was not written by cellsae_kit.models.save (format {metadata.get('format')!r}).")

@@ -64,10 +64,19 @@ def activation_stats(codes: sparse.spmatrix | np.ndarray) -> dict[str, float]:
     codes = sparse.csr_matrix(codes)
     if codes.shape[0] == 0:
         raise ValueError("The activation matrix has no cells.")
-    active = codes != 0
-    frequency = np.asarray(active.sum(axis=0)).ravel() / codes.shape[0]
+    return codes_stats(sparse.csr_matrix(codes != 0))  # explicit zeros are not activity
+
+
+def codes_stats(codes: sparse.csr_matrix) -> dict[str, float]:
+    """:func:`activation_stats` of codes without explicit zeros, without copying them."""
+    n_cells = codes.shape[0]
+    # bincount makes an int64 copy of what it counts: count a slice at a time, not 8 bytes x nnz at once
+    counts = np.zeros(codes.shape[1], dtype=np.int64)
+    for start in range(0, codes.nnz, 2**22):
+        counts += np.bincount(codes.indices[start : start + 2**22], minlength=codes.shape[1])
+    frequency = counts / n_cells
     return {
-        "l0": float(active.sum() / codes.shape[0]),
+        "l0": float(codes.nnz / n_cells),
         "dead_fraction": float(np.mean(frequency == 0)),
         "dense_fraction": float(np.mean(frequency > DENSE_THRESHOLD)),
     }

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
+from ._encode import encode_rows
+
 Activation = Literal["topk", "batchtopk", "relu"]
 #: The activations a :class:`SparseAutoencoder` can use.
 ACTIVATIONS: tuple[str, ...] = ("topk", "batchtopk", "relu")
@@ -244,8 +246,6 @@ class SparseAutoencoder(nn.Module):
         >>> codes.shape, int(codes.getnnz(axis=1).max()) <= 2
         ((3, 16), True)
         """
-        from ._data import encode_rows  # _data builds on this module
-
         return encode_rows(self, X, batch_size=batch_size)
 
     def weights(self) -> dict[str, np.ndarray]:
@@ -347,12 +347,12 @@ class _SelectedEncoding(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, values, x, W_enc, b_enc, b_dec, scale, rows, cols):  # noqa: D102
+    def forward(ctx, values, x, W_enc, b_enc, b_dec, scale, rows, cols):
         ctx.save_for_backward(values, x, W_enc, b_dec, scale, rows, cols)
         return values.clone()
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         values, x, W_enc, b_dec, scale, rows, cols = ctx.saved_tensors
         n, m = x.shape[0], W_enc.shape[1]
         g = (grad * (values > 0)).flatten().to(W_enc.dtype)
@@ -374,7 +374,7 @@ class _SparseDecoding(torch.autograd.Function):
     """``sum_j values_j * weight[cols_j]`` for each row, with a backward over the named rows and entries."""
 
     @staticmethod
-    def forward(ctx, values, weight, rows, cols, n_cells):  # noqa: D102
+    def forward(ctx, values, weight, rows, cols, n_cells):
         ctx.save_for_backward(values, weight, rows, cols)
         ctx.n_cells = n_cells
         if values.dim() == 2:  # TopK: k entries per cell
@@ -383,7 +383,7 @@ class _SparseDecoding(torch.autograd.Function):
         return F.embedding_bag(cols, weight, offsets, per_sample_weights=values, mode="sum")
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         values, weight, rows, cols = ctx.saved_tensors
         n, m = ctx.n_cells, weight.shape[0]
         rows, cols, grad = rows.flatten(), cols.flatten(), grad.to(weight.dtype)
@@ -413,24 +413,3 @@ def check_config(n_inputs: int, n_features: int, activation: str, k: int, l1_coe
         )
     if not np.isfinite(l1_coef) or l1_coef < 0:
         raise ValueError(f"l1_coef={l1_coef} must be a finite number >= 0.")
-
-
-def to_tensor(X: np.ndarray | sparse.spmatrix, device: torch.device | str) -> torch.Tensor:
-    """Turn a dense or sparse block of cells into a float32 tensor on ``device``."""
-    if sparse.issparse(X):
-        X = X.toarray()
-    return torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
-
-
-def codes_to_csr(codes: Codes, n_cells: int, n_features: int) -> sparse.csr_matrix:
-    """Turn per-cell codes into a CSR block, dropping zeros."""
-    values = codes.values.detach().float().cpu().numpy()
-    if codes.indices is None:
-        out = sparse.csr_matrix(values)
-    else:
-        indices = codes.indices.cpu().numpy()
-        rows = np.repeat(np.arange(n_cells), indices.shape[1]) if codes.rows is None else codes.rows.cpu().numpy()
-        out = sparse.csr_matrix((values.ravel(), (rows, indices.ravel())), shape=(n_cells, n_features))
-    out.eliminate_zeros()
-    out.sort_indices()
-    return out.astype(np.float32)

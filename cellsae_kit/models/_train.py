@@ -6,8 +6,8 @@ import ctypes
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from ._data import ChunkedRows, Stream, codes_stats, encode_rows, prefetch
+from .._docs import doc_params
+from ._config import FitConfig
+from ._data import ChunkedRows, Stream, prefetch
 from ._distributed import Sync
-from ._metrics import activation_stats, max_decoder_cosine
-from ._sae import Activation, Codes, SparseAutoencoder, batch_top, check_config, sparse_decode, to_tensor
+from ._encode import encode_rows, to_tensor
+from ._metrics import activation_stats, codes_stats, max_decoder_cosine
+from ._sae import Codes, SparseAutoencoder, batch_top, check_config, sparse_decode
 
-Center = Literal["mean", "median", "none"]
-Precision = Literal["float32", "bfloat16"]
-CENTERS: tuple[str, ...] = ("mean", "median", "none")
 K_AUX_CAP = 256
 RESAMPLE_NORM = 0.2
 
@@ -266,36 +266,22 @@ def _schedule(total_steps: int, warmup_fraction: float, decay_fraction: float):
     return factor
 
 
+@doc_params
 def fit(
     X: np.ndarray | sparse.spmatrix | ChunkedRows,
+    config: FitConfig | None = None,
     *,
-    n_features: int = 512,
-    activation: Activation = "topk",
-    k: int = 16,
-    l1_coef: float = 0.05,
-    center: Center = "mean",
-    init: Literal["data", "random"] = "data",
     init_decoder: np.ndarray | None = None,
     freeze_decoder: bool = False,
-    batch_size: int = 1024,
-    n_epochs: int | None = None,
-    lr: float | None = None,
-    validation_fraction: float = 0.1,
-    patience: int | None = None,
-    aux_coef: float = 1 / 32,
-    k_aux: int | None = None,
-    dead_window: int | None = None,
-    resample: bool = True,
-    warmup_fraction: float = 0.05,
-    decay_fraction: float = 0.2,
-    random_state: int = 0,
-    device: str | torch.device = "auto",
-    precision: Precision = "float32",
     progress: bool = True,
     input_name: str = "the input",
     metadata: dict[str, Any] | None = None,
+    **options: Any,
 ) -> FitResult:
     """Train a sparse autoencoder on a cells x dimensions matrix.
+
+    The options are the fields of :class:`FitConfig`: pass a config, keyword arguments (which replace the
+    config's fields), or both.
 
     Parameters
     ----------
@@ -306,78 +292,43 @@ def fit(
         Under ``torchrun`` (``torch.distributed`` initialised with several processes) each process streams its
         shard of the chunks, ``batch_size`` is the global batch, and gradients, fired features and resampling are
         shared so that the processes train one model; only rank 0 returns the activations.
-    n_features
-        Dictionary size.
-    activation
-        ``"topk"``, ``"batchtopk"`` or ``"relu"`` (see :class:`SparseAutoencoder`).
-    k
-        Active features per cell (TopK) or on average (BatchTopK).
-    l1_coef
-        L1 weight of the ReLU SAE.
-    center
-        Initialise the decoder bias (subtracted before encoding) at the ``"mean"`` or geometric ``"median"`` of
-        the training cells, or at zero (``"none"``, as in the reference study).
-    init
-        ``"data"`` points the decoder rows at randomly drawn training cells (relative to the centre), which keeps
-        features alive in anisotropic spaces such as PCA; ``"random"`` draws random unit directions. Either way
-        the encoder starts as the decoder's transpose.
+    config
+        The options (default: ``FitConfig()``).
     init_decoder
         Start from this dictionary instead (features x input dimensions, in the input's units; rows are scaled to
         unit norm), for example a consensus dictionary from :func:`cellsae_kit.tl.consensus`; overrides ``init``.
     freeze_decoder
         Keep the decoder rows at ``init_decoder`` and train only the encoder and biases (resampling of dead
         features, which moves decoder rows, is then off).
-    batch_size
-        Cells per optimisation step (capped at the number of training cells).
-    n_epochs
-        Passes over the training cells; by default enough for at least 3,000 steps and 10 epochs (at most 3,000).
-    lr
-        Adam learning rate; by default ``2e-4 / sqrt(n_features / 2**14)``. Linear warm-up over the first
-        ``warmup_fraction`` of steps and linear decay to zero over the last ``decay_fraction``.
-    validation_fraction
-        Fraction of cells held out for validation FVU and early stopping (0 turns both off).
-    patience
-        Stop after this many epochs without a better validation FVU (default: a tenth of ``n_epochs``, at
-        least 5); the best epoch's weights are kept.
-    aux_coef
-        Weight of the AuxK loss, which lets the dead features with the largest pre-activations reconstruct the
-        residual error.
-    k_aux
-        Dead features used by AuxK per cell (default 256, capped at the number of dead features).
-    dead_window
-        A feature is dead once it has not fired for this many training cells (default: one epoch or ten
-        steps, whichever is more).
-    resample
-        Re-point dead features at the worst-reconstructed cells of the batch (Bricken et al., 2023). AuxK alone
-        revives features slowly when there are few cells per feature.
-    warmup_fraction, decay_fraction
-        Shape of the learning rate schedule.
-    random_state
-        Seed for initialisation, split and shuffling; CPU runs with the same seed are bit-for-bit identical.
-    device
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    precision
-        ``"bfloat16"`` runs the forward pass under bf16 autocast on a GPU; on the CPU it falls back to float32.
     progress
         Show a tqdm progress bar.
     input_name
         How errors name the data.
     metadata
         Stored with the model (see :class:`SparseAutoencoder`).
+    **options
+        Any option of :class:`FitConfig`, replacing the config's value:
+
+    {fit_options}
 
     Returns
     -------
-    A :class:`FitResult`.
+    A :class:`FitResult`; its ``params`` are the config with the values derived from the data filled in
+    (:meth:`FitConfig.params`).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from cellsae_kit.models import fit
+    >>> from cellsae_kit.models import FitConfig, fit
     >>> X = np.random.default_rng(0).normal(size=(300, 10)).astype("float32")
-    >>> result = fit(X, n_features=32, k=4, n_epochs=5, progress=False)
+    >>> result = fit(X, FitConfig(n_features=32, k=4, n_epochs=5), progress=False)
     >>> result.codes.shape
     (300, 32)
     """
+    config = FitConfig.make(config, **options)
+    n_features, activation, k, l1_coef = config.n_features, config.activation, config.k, config.l1_coef
+    center, init, precision, random_state = config.center, config.init, config.precision, config.random_state
+    aux_coef, resample = config.aux_coef, config.resample
     stream = X if isinstance(X, ChunkedRows) else None
     if stream is None:
         check_data(X, input_name)
@@ -385,17 +336,7 @@ def fit(
     if n_cells < 2:
         raise ValueError(f"{input_name} has a single cell; an SAE needs at least two (one to train, one to check).")
     check_config(n_inputs, n_features, activation, k, l1_coef)
-    if center not in CENTERS:
-        raise ValueError(f"center={center!r} is not known; choose one of {', '.join(CENTERS)}.")
-    if init not in ("data", "random"):
-        raise ValueError(f"init={init!r} is not known; choose 'data' or 'random'.")
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"precision={precision!r} is not known; choose 'float32' or 'bfloat16'.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be at least 1.")
-    if n_epochs is not None and n_epochs < 1:
-        raise ValueError(f"n_epochs={n_epochs} must be at least 1.")
-    device = resolve_device(device)
+    device = resolve_device(config.device)
     if precision == "bfloat16" and device.type != "cuda":
         warnings.warn("precision='bfloat16' needs a CUDA GPU; training in float32 on the CPU.", stacklevel=2)
         precision = "float32"
@@ -407,22 +348,21 @@ def fit(
     rng = np.random.default_rng(random_state)
     generator = torch.Generator().manual_seed(int(random_state))
     if stream is None:
-        train_idx, val_idx = split(n_cells, validation_fraction, rng)
+        train_idx, val_idx = split(n_cells, config.validation_fraction, rng)
         head, head_idx = X, train_idx  # the cells that centring, scaling and initialisation look at
     else:
-        plan = Stream.plan(stream, validation_fraction, rng, device, world_size=sync.world_size, rank=sync.rank)
+        plan = Stream.plan(stream, config.validation_fraction, rng, device, world_size=sync.world_size, rank=sync.rank)
         train_idx, val_idx = plan.train_indices(), plan.validation_indices()
         head = plan.sample(rng)  # a sample of whole chunks
         head_idx = np.arange(head.shape[0])
     n_train = len(train_idx)
-    batch_size = min(int(batch_size), n_train) if stream is None else plan.batch_size(int(batch_size))
+    batch_size = min(config.batch_size, n_train) if stream is None else plan.batch_size(config.batch_size)
     steps_per_epoch = math.ceil(n_train / batch_size) if stream is None else plan.steps_per_epoch(batch_size)
-    if n_epochs is None:
-        n_epochs = int(min(3000, max(10, math.ceil(3000 / steps_per_epoch))))
-    patience = max(5, n_epochs // 10) if patience is None else int(patience)
-    lr = default_lr(n_features) if lr is None else float(lr)
-    dead_window = max(n_train, 10 * batch_size) if dead_window is None else int(dead_window)
-    k_aux = K_AUX_CAP if k_aux is None else int(k_aux)
+    n_epochs = config.n_epochs or int(min(3000, max(10, math.ceil(3000 / steps_per_epoch))))
+    patience = config.patience or max(5, n_epochs // 10)
+    lr = config.lr or default_lr(n_features)
+    dead_window = config.dead_window or max(n_train, 10 * batch_size)
+    k_aux = config.k_aux or K_AUX_CAP
 
     centre, scale = _centre_and_scale(head, head_idx, center, rng)
     model = SparseAutoencoder(n_inputs, n_features, activation=activation, k=k, l1_coef=l1_coef, metadata=metadata)
@@ -452,7 +392,7 @@ def fit(
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(n_epochs * steps_per_epoch, warmup_fraction, decay_fraction)
+        optimizer, _schedule(n_epochs * steps_per_epoch, config.warmup_fraction, config.decay_fraction)
     )
     since_fired = torch.zeros(n_features, dtype=torch.long, device=device)
     oldest = 0  # at least since_fired.max(), known on the host
@@ -563,28 +503,19 @@ def fit(
         "best_epoch": best[1],
         "n_epochs": len(history["epoch"]),
     }
-    params = {
-        "n_features": n_features,
-        "activation": activation,
-        "k": k,
-        "l1_coef": l1_coef,
-        "center": center,
-        "init": init,
-        "batch_size": batch_size,
-        "n_epochs": n_epochs,
-        "lr": lr,
-        "validation_fraction": validation_fraction,
-        "patience": patience,
-        "aux_coef": aux_coef,
-        "k_aux": k_aux,
-        "dead_window": dead_window,
-        "resample": resample,
-        "warmup_fraction": warmup_fraction,
-        "decay_fraction": decay_fraction,
-        "random_state": random_state,
-        "device": str(device),
-        "precision": precision,
-    }
+    used = replace(
+        config,
+        batch_size=batch_size,
+        n_epochs=n_epochs,
+        lr=lr,
+        patience=patience,
+        k_aux=k_aux,
+        dead_window=dead_window,
+        resample=resample,
+        device=str(device),
+        precision=precision,
+    )
+    params = used.params()
     return FitResult(model, codes, history, metrics, train_idx, val_idx, params)
 
 

@@ -11,9 +11,9 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .. import get
 from .._docs import doc_params
-from ..tl._input import check_adata, get_codes, get_groups
-from ._utils import best_terms, feature_number, feature_title
+from ._utils import best_terms, feature_title
 
 
 @doc_params
@@ -67,14 +67,14 @@ def features(
     >>> [ax.get_title() for ax in axes]
     ['feature 0', 'feature 1']
     """
-    codes = get_codes(adata, key)
+    codes = get.codes(adata, key)
     basis_key = basis if basis in adata.obsm else f"X_{basis}"
     if basis_key not in adata.obsm:
         raise KeyError(f"basis={basis!r} is not in adata.obsm ({', '.join(adata.obsm)}); compute it first.")
     wanted = [features] if isinstance(features, int | str) else list(features)
     if not wanted:
         raise ValueError("features is empty; pass at least one feature number.")
-    numbers = [feature_number(f, codes.shape[1], key) for f in wanted]
+    numbers = [get.feature_index(f, codes.shape[1], key) for f in wanted]
     columns = {f"feature {i}": np.asarray(codes[:, i].toarray()).ravel() for i in numbers}
     terms = best_terms(adata, key)
     kwargs.setdefault("title", [feature_title(i, terms) for i in dict.fromkeys(numbers)])
@@ -86,7 +86,7 @@ def features(
 
 def top_ranked(adata: AnnData, key: str, n_features: int, groups: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Return the ``n_features`` best-ranked features of each group of a stored ranking, as strings."""
-    check_adata(adata)
+    get.check_adata(adata)
     ranking = adata.uns.get(key)
     if not isinstance(ranking, dict) or "names" not in ranking:
         raise KeyError(
@@ -162,12 +162,12 @@ def rank_features_groups_dotplot(
     """
     chosen = top_ranked(adata, key, n_features, groups)
     params = adata.uns[key].get("params", {})
-    codes = get_codes(adata, str(params.get("key", "sae")))
+    codes = get.codes(adata, str(params.get("key", "sae")))
     if groupby is None:
         if "groupby" not in params:
             raise ValueError(f"The ranking under {key!r} does not say which obs column it ranked; pass groupby=.")
         groupby = str(params["groupby"])
-    labels = get_groups(adata, groupby)
+    labels = get.groups(adata, groupby)
     shown = list(dict.fromkeys(f for names in chosen.values() for f in names))
     columns = [int(f) for f in shown]
     # A small dense matrix of just the shown features: scanpy reads it like expression, adata is not touched.

@@ -13,9 +13,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .. import get
 from .._docs import doc_params
-from ..tl._genes import top_genes as top_genes_table
-from ._utils import best_terms, feature_number, feature_title, finish, sae_entry, term_label
+from ..tl import top_genes as top_genes_table
+from ._utils import best_terms, feature_title, finish, term_label
 
 POSITIVE, NEGATIVE = "#b2182b", "#2166ac"
 SIGNIFICANT, NOT_SIGNIFICANT = "#2b6c8f", "#c4c4c4"
@@ -27,7 +28,7 @@ def top_genes(
     feature: int | str,
     key: str = "sae",
     *,
-    n: int = 15,
+    n: int = 20,
     sign: Literal["positive", "negative", "both"] = "positive",
     loadings: str | None = None,
     mod: str | None = None,
@@ -151,7 +152,8 @@ def annotation(
     >>> len(axes)
     2
     """
-    entry = sae_entry(adata, key)
+    stored = get.sae(adata, key)
+    entry = stored.entry
     table = entry.get("annotation")
     if not isinstance(table, pd.DataFrame):
         raise KeyError(
@@ -163,7 +165,7 @@ def annotation(
     wanted = [features] if isinstance(features, int | str) else list(features)
     if not wanted:
         raise ValueError("features is empty; pass at least one feature number.")
-    numbers = list(dict.fromkeys(feature_number(f, n_features, key) for f in wanted))
+    numbers = list(dict.fromkeys(get.feature_index(f, n_features, key) for f in wanted))
     if int(n_terms) < 1:
         raise ValueError(f"n_terms={n_terms} must be at least 1.")
     if alpha is None:
@@ -187,7 +189,7 @@ def annotation(
         axes = axes[: len(numbers)]
     else:
         fig, axes = ax.figure, [ax]
-    groups = _best_groups(entry)
+    groups = _best_groups(stored.features)
     features_col = table["feature"].astype(str)
     for number, panel in zip(numbers, axes, strict=True):
         rows = table[(features_col == str(number)) & table["term"].notna()]
@@ -206,9 +208,8 @@ def annotation(
     )
 
 
-def _best_groups(entry: dict) -> dict[int, str]:
-    table = entry.get("features")
-    if not isinstance(table, pd.DataFrame) or "best_group" not in table:
+def _best_groups(table: pd.DataFrame | None) -> dict[int, str]:
+    if table is None or "best_group" not in table:
         return {}
     return {int(feature): str(group) for feature, group in table["best_group"].dropna().items()}
 

@@ -12,18 +12,21 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .. import get
 from .._docs import doc_params
-from ..tl._input import check_adata
-from ..tl._stability import THRESHOLDS, shared_column
-from ._utils import feature_table, finish
+from ._utils import finish
 
+# Cosines marked by pl.feature_stability: the default thresholds of cellsae_kit.tl.stability.
+THRESHOLDS = (0.7, 0.9)
+# tl.stability_sweep names its columns of shared fractions "shared_at_<threshold>" ("shared_at_0.9").
+SHARED_PREFIX = "shared_at_"
 FVU_COLOUR = "#444444"
 SHARED_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 FEATURE_COLUMNS = {"stability": "decoder cosine", "stability_activation": "activation correlation"}
 
 
 def _sweep(adata: AnnData, key: str) -> pd.DataFrame:
-    check_adata(adata)
+    get.check_adata(adata)
     entry = adata.uns.get(key)
     table = entry.get("sweep") if isinstance(entry, dict) else None
     if not isinstance(table, pd.DataFrame) or table.empty:
@@ -75,16 +78,15 @@ def stability(
     ('features shared by two runs', 'validation FVU')
     """
     table = _sweep(adata, key)
-    thresholds = [float(c.removeprefix("shared_at_")) for c in table.columns if c.startswith("shared_at_")]
+    # The thresholds the sweep used, each with its column, read from the stored table.
+    shared = sorted((float(c.removeprefix(SHARED_PREFIX)), c) for c in table.columns if c.startswith(SHARED_PREFIX))
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.0, 4.2), layout="constrained")
     else:
         fig = ax.figure
     sizes = table["n_features"].to_numpy()
-    for threshold, colour in zip(sorted(thresholds), SHARED_COLOURS, strict=False):
-        ax.plot(
-            sizes, table[shared_column(threshold)], marker="o", color=colour, label=f"shared at cosine ≥ {threshold:g}"
-        )
+    for (threshold, column), colour in zip(shared, SHARED_COLOURS, strict=False):
+        ax.plot(sizes, table[column], marker="o", color=colour, label=f"shared at cosine ≥ {threshold:g}")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
@@ -145,7 +147,7 @@ def feature_stability(
     >>> csk.pl.feature_stability(adata, show=False).get_xlabel()
     'mean similarity to the matched feature of other runs'
     """
-    table = feature_table(adata, key)
+    table = get.sae(adata, key).feature_table()
     if "stability" not in table:
         raise KeyError(
             f"uns[{key!r}]['features'] has no 'stability' column; run cellsae_kit.tl.stability(adata, key={key!r}) "

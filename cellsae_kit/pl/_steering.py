@@ -10,14 +10,14 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from .. import get
 from .._docs import doc_params
-from ..tl._input import check_adata
 from ._genes import NEGATIVE, POSITIVE
 from ._utils import finish
 
 
 def _steer_entry(adata: AnnData, key: str) -> dict:
-    check_adata(adata)
+    get.check_adata(adata)
     entry = adata.uns.get(key)
     if not isinstance(entry, dict) or "params" not in entry or "summary" not in entry:
         found = [k for k, v in adata.uns.items() if isinstance(v, dict) and {"params", "summary", "cells"} <= set(v)]

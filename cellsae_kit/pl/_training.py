@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .. import get
 from .._docs import doc_params
-from ..models._metrics import DENSE_THRESHOLD
-from ._utils import feature_table, finish, sae_entry
+from ..models import DENSE_THRESHOLD
+from ._utils import finish
 
 LOCALITY_COLOURS = {"local": "#d95f02", "global": "#1b9e77"}
 # Panels of pl.training: title, history columns (drawn when present), y label.
@@ -63,7 +63,7 @@ def feature_stats(
     >>> axes[0].get_xscale()
     'log'
     """
-    table = feature_table(adata, key)
+    table = get.sae(adata, key).feature_table()
     dead = table["dead"].to_numpy(dtype=bool)
     live = table.loc[~dead]
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
@@ -134,9 +134,9 @@ def training(
     >>> [ax.get_title() for ax in csk.pl.training(adata, show=False)]
     ['loss', 'FVU', 'L0', 'dead fraction']
     """
-    entry = sae_entry(adata, key)
-    history = entry.get("history")
-    if not isinstance(history, pd.DataFrame) or history.empty:
+    stored = get.sae(adata, key)
+    history = stored.history
+    if history is None or history.empty:
         raise KeyError(
             f"uns[{key!r}] has no training history; cellsae_kit.tl.sae(adata, ..., key_added={key!r}) writes it "
             "(an SAE brought in from elsewhere has none)."
@@ -152,7 +152,7 @@ def training(
             f"l0, dead_fraction); it has {', '.join(map(str, history.columns))}."
         )
     epochs = history["epoch"].to_numpy() if "epoch" in history else np.arange(1, len(history) + 1)
-    best = entry.get("metrics", {}).get("best_epoch")
+    best = stored.metrics.get("best_epoch")
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0), layout="constrained", squeeze=False)
     axes = list(axes.ravel())
     for ax, (title, columns, label) in zip(axes, panels, strict=True):

@@ -1,4 +1,4 @@
-"""Shared pieces of the plots: scanpy's show/save/return_fig rules, the stored tables, short term labels."""
+"""Shared pieces of the plots: scanpy's show/save/return_fig rules, the best terms, short term labels."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..tl._input import check_adata
+from .. import get
 
 # Panel titles of about this many characters fit over a scanpy embedding panel at the default size.
 TITLE_WIDTH = 34
@@ -41,56 +39,22 @@ def term_label(term: object, width: int = TITLE_WIDTH, max_lines: int = 1) -> st
     return "\n".join(kept)
 
 
-def sae_entry(adata: AnnData, key: str) -> dict:
-    """Return ``uns[key]`` of a trained SAE; a clear error naming ``tl.sae`` when it is missing."""
-    check_adata(adata)
-    entry = adata.uns.get(key)
-    if not isinstance(entry, dict) or "params" not in entry:
-        trained = [k for k, v in adata.uns.items() if isinstance(v, dict) and {"params", "weights"} <= set(v)]
-        hint = f" SAEs found: {', '.join(map(repr, trained))}." if trained else " Run cellsae_kit.tl.sae first."
-        raise KeyError(f"adata.uns has no SAE under key={key!r}.{hint}")
-    return entry
-
-
-def feature_table(adata: AnnData, key: str) -> pd.DataFrame:
-    """Return the feature table ``uns[key]["features"]``; a clear error naming ``tl.feature_stats`` when missing."""
-    table = sae_entry(adata, key).get("features")
-    if not isinstance(table, pd.DataFrame):
-        raise KeyError(
-            f"uns[{key!r}] has no feature table ('features'); run cellsae_kit.tl.feature_stats(adata, key={key!r}) "
-            "first (with groupby= to see locality)."
-        )
-    return table
-
-
 def best_terms(adata: AnnData, key: str) -> dict[int, str]:
-    """Best term of each annotated feature, by feature number; empty when ``tl.annotate_features`` has not run."""
-    entry = adata.uns.get(key)
-    table = entry.get("features") if isinstance(entry, dict) else None
-    if not isinstance(table, pd.DataFrame) or "best_term" not in table:
+    """Best term of each annotated feature, by feature number; empty without an SAE under ``key`` or an annotation.
+
+    Activations can be drawn without a stored SAE (only ``obsm["X_<key>"]``), so a missing SAE is no error here.
+    """
+    try:
+        stored = get.sae(adata, key)
+    except KeyError:
         return {}
-    named = table["best_term"].dropna()
-    return {int(feature): str(term) for feature, term in named.items()}
+    return stored.best_terms()
 
 
 def feature_title(feature: int, terms: dict[int, str], width: int = TITLE_WIDTH, max_lines: int = 2) -> str:
     """``"feature 17"``, with its best term (at most ``max_lines`` lines) below when it has one."""
     title = f"feature {feature}"
     return f"{title}\n{term_label(terms[feature], width, max_lines)}" if feature in terms else title
-
-
-def feature_number(feature: object, n_features: int, key: str) -> int:
-    """Check one feature number (``17`` or ``"17"``) against the SAE's features."""
-    valid = f"the SAE under key={key!r} has features 0-{n_features - 1}"
-    if isinstance(feature, bool | np.bool_) or not isinstance(feature, int | np.integer | str):
-        raise TypeError(f"Feature {feature!r} is not a feature number; {valid}.")
-    try:
-        index = int(feature)
-    except ValueError:
-        raise ValueError(f"Feature {feature!r} is not a feature number; {valid}.") from None
-    if not 0 <= index < n_features:
-        raise ValueError(f"Feature {index} does not exist: {valid}.")
-    return index
 
 
 def finish(

@@ -9,9 +9,9 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
-from ._input import get_codes, get_groups
-from ._stability import unit_rows
+from ._shared import unit_rows
 
 #: ``child`` of the row that sums a parent's children.
 ALL_CHILDREN = "(all children)"
@@ -274,15 +274,14 @@ def absorption(
     >>> table.shape, int(table["n_cells"].iloc[-1]), bool(table["absorption"].between(0, 1).all())
     ((6, 11), 192, True)
     """
-    codes = get_codes(adata, key)
-    if key not in adata.uns:
-        raise KeyError(f"adata.uns has no {key!r} next to obsm['X_{key}']; run cellsae_kit.tl.sae(adata, ...).")
-    groups = get_groups(adata, groupby)
+    codes = get.codes(adata, key)
+    stored = get.sae(adata, key)
+    groups = get.groups(adata, groupby)
     labels = groups.astype(str).to_numpy()
     present = set(labels)
     # Empty categories cannot be children: they have no cells to be absorbed in.
     hierarchy = check_hierarchy(hierarchy, [str(c) for c in groups.cat.categories if str(c) in present], groupby)
-    weights = adata.uns[key].get("weights")
+    weights = stored.entry.get("weights")
     W_dec = weights.get("W_dec") if isinstance(weights, Mapping) else None
     table = absorption_scores(codes, labels, hierarchy, W_dec=W_dec, threshold=threshold)
     adata = adata.copy() if copy else adata

@@ -11,10 +11,9 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
-from ._genes import _get_expression
-from ._input import get_codes, get_var, modality_name
-from ._stats import feature_table
+from ._shared import feature_table, get_expression
 
 COLUMNS = ["feature", "term", "score", "pval_adj", "rank"]
 
@@ -194,9 +193,9 @@ def annotate_features(
     >>> adata.uns["sae"]["annotation"].columns.tolist()
     ['feature', 'term', 'score', 'pval_adj', 'rank']
     """
-    codes = get_codes(adata, key)
-    genes_of = get_var(adata, key, mod)
-    mod = modality_name(adata, genes_of)
+    codes = get.codes(adata, key)
+    genes_of = get.genes(adata, key, mod)
+    mod = get.modality_name(adata, genes_of)
     name = f"{key}_loadings" if loadings is None else loadings
     if name not in genes_of.varm:
         raise KeyError(
@@ -241,16 +240,22 @@ def annotate_features(
         matrix = normal_scores(matrix)
     annotation = enrich(matrix, network.loc[shared], method=method, tmin=tmin, n_top=n_top)
 
-    adata = adata.copy() if copy else adata
-    entry = adata.uns[key]
-    table = entry["features"].copy() if "features" in entry else feature_table(codes)
-    table = table.drop(columns=[c for c in table.columns if c.startswith("best_term")])
     hits = annotation[(annotation["score"] > 0) & (annotation["pval_adj"] < alpha)]
     best = hits.sort_values("score", ascending=False).drop_duplicates("feature").set_index("feature")
-    table["best_term"] = pd.Categorical(best["term"].reindex(table.index).astype(object))
-    table["best_term_score"] = best["score"].reindex(table.index)
-    table["best_term_pval_adj"] = best["pval_adj"].reindex(table.index)
-    entry["features"] = table
+    terms = pd.DataFrame(
+        {
+            "best_term": pd.Categorical(best["term"].reindex(features).astype(object)),
+            "best_term_score": best["score"].reindex(features),
+            "best_term_pval_adj": best["pval_adj"].reindex(features),
+        },
+        index=features,
+    )
+    adata = adata.copy() if copy else adata
+    stored = get.sae(adata, key)
+    old = [] if stored.features is None else [c for c in stored.features if c.startswith("best_term")]
+    # the first table gets the statistics too; a new annotation replaces every best_term column of the last one
+    stored.add_features(terms if stored.features is not None else feature_table(codes).join(terms), drop=old)
+    entry = stored.entry
     entry["annotation"] = annotation
     entry["annotation_params"] = {
         "net": net if isinstance(net, str) else str(net) if isinstance(net, Path) else "DataFrame",
@@ -327,15 +332,15 @@ def score_annotations(
     """
     from sklearn.metrics import roc_auc_score
 
-    codes = get_codes(adata, key)
-    table = adata.uns[key].get("features") if isinstance(adata.uns.get(key), dict) else None
+    codes = get.codes(adata, key)
+    table = get.sae(adata, key).features
     if table is None or "best_term" not in table:
         raise KeyError(
             f"uns[{key!r}]['features'] has no best terms; run cellsae_kit.tl.annotate_features(adata, key={key!r}) "
             "first."
         )
-    genes_of = get_var(adata, key, mod)
-    expression, _ = _get_expression(genes_of, layer, use_raw)
+    genes_of = get.genes(adata, key, mod)
+    expression, _ = get_expression(genes_of, layer, use_raw)
     network = get_net(net)
     named = table["best_term"].dropna()
     unknown = sorted(set(named) - set(network["source"]))
@@ -374,9 +379,7 @@ def score_annotations(
             if 0 < active.sum() < len(active) and feature in activity:
                 auroc[feature] = roc_auc_score(active, activity[feature].to_numpy())
     adata = adata.copy() if copy else adata
-    entry = adata.uns[key]
-    entry["features"] = entry["features"].copy()
-    entry["features"]["best_term_auroc"] = auroc
+    get.sae(adata, key).add_features(auroc.to_frame("best_term_auroc"))
     return adata if copy else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -10,11 +11,11 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
+from .. import get
 from .._docs import doc_params
-from ..models import fit
+from ..models import FitConfig, fit
 from ._input import get_input
-from ._sae import sae
-from ._stability import check_seeds, match_features, unit_rows, write_feature_columns
+from ._shared import check_seeds, match_features, unit_rows
 
 Refit = Literal["encoder", "finetune"]
 REFITS: tuple[str, ...] = ("encoder", "finetune")
@@ -284,21 +285,13 @@ def consensus(
         if name in sae_kwargs:
             raise TypeError(f"{name} is set by consensus itself (through refit=); leave it out.")
     n_neighbors = check_filter(n_neighbors, density_threshold, n_runs)
+    options = {name: value for name, value in sae_kwargs.items() if name != "loadings"}
+    config = FitConfig.make(n_features=n_features, k=k, random_state=random_state, device=device, **options)
     data = get_input(adata, use_rep, layer)
-    fit_kwargs = {name: value for name, value in sae_kwargs.items() if name != "loadings"}
     seeds = [random_state + i for i in range(n_runs)]
     decoders, runs = [], []
     for seed in tqdm(seeds, desc="consensus: training runs", unit="run", disable=not progress):
-        result = fit(
-            data.X,
-            n_features=n_features,
-            k=k,
-            random_state=seed,
-            device=device,
-            progress=False,
-            input_name=data.name,
-            **fit_kwargs,
-        )
+        result = fit(data.X, replace(config, random_state=seed), progress=False, input_name=data.name)
         live = result.codes.getnnz(axis=0) > 0
         decoders.append(result.model.W_dec.detach().cpu().double().numpy()[live])
         runs.append({"seed": seed, **{m: result.metrics[m] for m in ("fvu_validation", "l0", "dead_fraction")}})
@@ -306,26 +299,26 @@ def consensus(
     found = consensus_dictionary(
         decoders, n_features, n_neighbors=n_neighbors, density_threshold=density_threshold, random_state=random_state
     )
+    from .. import tl  # the public tool (importing it at the top would be circular)
+
     target = adata.copy() if copy else adata
-    sae(
+    tl.sae(
         target,
         use_rep,
         layer=layer,
-        n_features=n_features,
-        k=k,
         key_added=key_added,
-        random_state=random_state,
-        device=device,
         progress=progress,
         init_decoder=found.dictionary,
         freeze_decoder=refit == "encoder",
-        **sae_kwargs,
+        **({"loadings": sae_kwargs["loadings"]} if "loadings" in sae_kwargs else {}),
+        **config.params(),
     )
-    entry = target.uns[key_added]
+    stored = get.sae(target, key_added)
     # The stored features: the consensus itself, or where fine-tuning took it from there.
-    scores = support_scores(np.asarray(entry["weights"]["W_dec"]), decoders)
+    scores = support_scores(stored.decoder, decoders)
     scores["cluster_size"] = np.bincount(found.labels[found.labels >= 0], minlength=n_features)
-    write_feature_columns(entry, scores)
+    stored.add_features(scores)
+    entry = stored.entry
     entry["params"]["consensus"] = {
         "n_runs": n_runs,
         "seeds": np.asarray(seeds, dtype=np.int64),

@@ -9,39 +9,13 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
 from ..models import fit_autoencoder
-from ._input import check_adata, get_input, get_var, is_mudata
+from ._input import get_input
+from ._shared import log_normalize
 
 EMBED_METHODS: tuple[str, ...] = ("pca", "autoencoder")
-
-
-def log_normalize(counts: np.ndarray | sparse.spmatrix) -> np.ndarray:
-    """Scale each cell to the median total count and take ``log1p`` (the array core of :func:`embed`).
-
-    Parameters
-    ----------
-    counts
-        Cells x genes, non-negative.
-
-    Returns
-    -------
-    Dense float32 log-normalised expression. Cells without counts stay zero.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.tl._embed import log_normalize
-    >>> log_normalize(np.array([[1.0, 1.0], [2.0, 6.0]])).round(3)
-    array([[1.253, 1.253],
-           [0.811, 1.558]], dtype=float32)
-    """
-    counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
-    counts = counts.astype(np.float64)
-    totals = counts.sum(axis=1)
-    target = np.median(totals[totals > 0]) if (totals > 0).any() else 1.0
-    factor = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
-    return np.log1p(counts * factor[:, None]).astype(np.float32)
 
 
 @doc_params
@@ -122,13 +96,13 @@ def embed(
         raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
     if fit_kwargs and method != "autoencoder":
         raise TypeError(f"{', '.join(fit_kwargs)}: options of the autoencoder, not of method={method!r}.")
-    check_adata(adata)
-    if is_mudata(adata) and mod is None:
+    get.check_adata(adata)
+    if get.is_mudata(adata) and mod is None:
         raise ValueError(
             f"adata is a MuData: name the modality to embed with mod=, one of {', '.join(map(repr, adata.mod))} (or "
             "combine modalities with cellsae_kit.tl.joint_embedding)."
         )
-    genes = adata if mod is None else get_var(adata, mod=mod)
+    genes = adata if mod is None else get.genes(adata, mod=mod)
     data = get_input(genes, None, layer)
     values = data.X.data if sparse.issparse(data.X) else data.X
     if values.size and values.min() < 0:

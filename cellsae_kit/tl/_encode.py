@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from anndata import AnnData
 from mudata import MuData
 
+from .. import get
 from .._docs import doc_params
 from ..models import SparseAutoencoder, load, resolve_device
-from ._input import Input, check_adata, get_input
-from ._sae import store
+from ._input import model_input
+from ._store import store
 
 
 @doc_params
@@ -40,22 +39,7 @@ def get_model(adata: AnnData, key: str = "sae") -> SparseAutoencoder:
     >>> csk.tl.get_model(adata).n_features
     32
     """
-    check_adata(adata)
-    if key not in adata.uns:
-        raise KeyError(f"adata.uns has no {key!r}: train an SAE first with cellsae_kit.tl.sae(adata, ...).")
-    entry = adata.uns[key]
-    if "params" not in entry or "weights" not in entry:
-        raise KeyError(f"adata.uns[{key!r}] lacks 'params' or 'weights'; it was not written by cellsae_kit.tl.sae.")
-    params = entry["params"]
-    config = {name: params[name] for name in ("n_inputs", "n_features", "activation", "k", "l1_coef")}
-    metadata = {"use_rep": str(params.get("use_rep", "X"))}
-    if "layer" in params:
-        metadata["layer"] = str(params["layer"])
-    if "var_names" in entry:
-        metadata["var_names"] = [str(g) for g in entry["var_names"]]
-    return SparseAutoencoder.from_weights(
-        {**{name: _scalar(v) for name, v in config.items()}, "metadata": metadata}, entry["weights"]
-    ).eval()
+    return get.sae(adata, key).model
 
 
 @doc_params
@@ -104,7 +88,7 @@ def encode(
     >>> query.obsm["X_sae"].shape
     (100, 32)
     """
-    check_adata(adata)
+    get.check_adata(adata)
     own_model = model is None
     if model is None:
         model = get_model(adata, key)
@@ -132,37 +116,3 @@ def encode(
     else:
         store(adata, model.cpu(), key_added, codes=codes)
     return adata if copy else None
-
-
-def model_input(adata: AnnData | MuData, model: SparseAutoencoder, what: str, hint: str) -> tuple[Input, Any]:
-    """Read the input ``model`` was trained on from ``adata``: its ``use_rep`` or layer, genes in its order.
-
-    ``what`` names the model and ``hint`` says what to do in the error raised when the dimensions differ.
-    """
-    meta = model.metadata
-    data = get_input(adata, meta.get("use_rep", "X"), meta.get("layer"))
-    X = data.X
-    if "var_names" in meta:
-        X = _align_genes(adata.mod[data.mod] if data.mod else adata, X, meta["var_names"])
-    if X.shape[1] != model.n_inputs:
-        raise ValueError(f"{data.name} has {X.shape[1]} dimensions but {what} was trained on {model.n_inputs}; {hint}")
-    return data, X
-
-
-def _align_genes(adata: AnnData, X, var_names: list[str]):
-    """Columns of ``X`` in the model's gene order; an error names what is missing."""
-    index = adata.var_names.get_indexer(var_names)
-    missing = [g for g, i in zip(var_names, index, strict=True) if i < 0]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of the SAE's {len(var_names)} genes are missing from adata.var_names (e.g. "
-            f"{', '.join(missing[:5])}); encode data with the same genes (match the gene identifiers and subset or "
-            "reindex adata)."
-        )
-    if np.array_equal(index, np.arange(adata.n_vars)):
-        return X
-    return X[:, index]
-
-
-def _scalar(value):
-    return value.item() if isinstance(value, np.generic) else value

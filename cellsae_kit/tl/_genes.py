@@ -14,9 +14,9 @@ from anndata import AnnData
 from scipy import linalg, sparse
 from tqdm.auto import tqdm
 
+from .. import get
 from .._docs import doc_params
-from ..models import check_data
-from ._input import check_adata, get_codes, get_input, get_var, modality_name
+from ._shared import get_expression
 
 logger = logging.getLogger("cellsae_kit")
 
@@ -274,54 +274,6 @@ def welch_de(
     return {"t": t, "pvals": pvals, "pvals_adj": pvals_adj, "tested": tested}
 
 
-def _get_expression(adata: AnnData, layer: str | None, use_raw: bool | None) -> tuple[Any, str]:
-    """Return the expression matrix for ``adata.var_names`` (raw, a layer or X) and how to name it."""
-    if use_raw is None:
-        use_raw = layer is None and adata.raw is not None
-    if use_raw and layer is not None:
-        raise ValueError(f"use_raw=True and layer={layer!r} both name the expression; pass one of them.")
-    if use_raw and adata.raw is None:
-        layers = f" or layer= one of {', '.join(map(repr, adata.layers))}" if len(adata.layers) else ""
-        raise ValueError(f"use_raw=True but adata.raw is empty; pass use_raw=False (use adata.X){layers}.")
-    if not use_raw:
-        data = get_input(adata, None, layer)
-        X, name = data.X, data.name
-    else:
-        raw_genes = adata.raw.var_names
-        if not raw_genes.is_unique:
-            raise ValueError("adata.raw has duplicate gene names; make them unique (raw.var_names_make_unique()).")
-        where = raw_genes.get_indexer(adata.var_names)
-        if (where < 0).any():
-            missing = adata.var_names[where < 0]
-            raise ValueError(
-                f"adata.raw lacks {len(missing)} of the {adata.n_vars} genes of adata.var_names (e.g. "
-                f"{', '.join(missing[:3])}), so it cannot give loadings for every gene; pass use_raw=False, or "
-                "layer= a layer of log-normalised expression."
-            )
-        X = adata.raw.X
-        # varm holds one row per gene of adata.var: raw genes outside it (e.g. not highly variable) are left out.
-        if len(raw_genes) != adata.n_vars or (where != np.arange(adata.n_vars)).any():
-            X = X[:, where]
-            logger.info(
-                "adata.raw has %d genes; loadings are computed for the %d genes of adata.var_names only.",
-                len(raw_genes),
-                adata.n_vars,
-            )
-        name = "adata.raw.X"
-        check_data(X, name)
-    negative = (X.data.min() if X.nnz else 0) < 0 if sparse.issparse(X) else np.min(X) < 0
-    if negative:
-        fix = "use_raw=True (adata.raw)" if adata.raw is not None and not use_raw else "layer= a log-normalised layer"
-        warnings.warn(
-            f"{name} has negative values, so it looks scaled (z-scored per gene). Loadings from scaled data weigh "
-            "small changes of rarely expressed genes like large changes of markers and are harder to interpret; "
-            f"pass {fix} to use log-normalised expression instead.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return X, name
-
-
 @doc_params
 def feature_genes(
     adata: AnnData,
@@ -397,16 +349,16 @@ def feature_genes(
     >>> adata.varm["sae_loadings"].shape, adata.uns["sae"]["params"]["loadings"]
     ((765, 32), 'feature_genes:correlation')
     """
-    check_adata(adata)
-    codes = get_codes(adata, key)
+    get.check_adata(adata)
+    codes = get.codes(adata, key)
     if key not in adata.uns:
         raise KeyError(f"adata.uns has no {key!r} next to obsm['X_{key}']; run cellsae_kit.tl.sae(adata, ...).")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not known; choose one of {', '.join(map(repr, METHODS))}.")
     target = f"{key}_loadings" if key_added is None else key_added
-    genes = get_var(adata, key, mod)
-    mod = modality_name(adata, genes)
-    expr, source = _get_expression(genes, layer, use_raw)
+    genes = get.genes(adata, key, mod)
+    mod = get.modality_name(adata, genes)
+    expr, source = get_expression(genes, layer, use_raw)
 
     pvals_adj = None
     if method == "correlation":
@@ -444,19 +396,6 @@ def feature_genes(
         record |= {"top_fraction": float(top_fraction), "min_cells": int(min_cells)}
     params.setdefault("feature_genes", {})[target if mod is None else f"{mod}:{target}"] = record
     return adata if copy else None
-
-
-def _feature_index(feature: int | str, n_features: int, key: str) -> int:
-    valid = f"features of the SAE under key={key!r} are 0 to {n_features - 1} (as integers or strings like '17')"
-    if isinstance(feature, bool | np.bool_) or not isinstance(feature, int | np.integer | str):
-        raise TypeError(f"feature={feature!r} must be a feature number; {valid}.")
-    try:
-        index = int(feature)
-    except ValueError:
-        raise ValueError(f"feature={feature!r} is not a feature number; {valid}.") from None
-    if not 0 <= index < n_features:
-        raise ValueError(f"feature={feature!r} is out of range; {valid}.")
-    return index
 
 
 @doc_params
@@ -502,8 +441,8 @@ def top_genes(
     >>> csk.tl.top_genes(adata, 0, n=5).columns.tolist()
     ['gene', 'loading', 'sign']
     """
-    check_adata(adata)
-    genes = get_var(adata, key, mod)
+    get.check_adata(adata)
+    genes = get.genes(adata, key, mod)
     name = f"{key}_loadings" if loadings is None else loadings
     if name not in genes.varm:
         raise KeyError(
@@ -516,7 +455,7 @@ def top_genes(
     if int(n) < 1:
         raise ValueError(f"n={n} must be at least 1.")
     matrix = np.asarray(genes.varm[name])
-    index = _feature_index(feature, matrix.shape[1], key)
+    index = get.feature_index(feature, matrix.shape[1], key)
     column = np.asarray(matrix[:, index], dtype=np.float64).ravel()
     if sign == "positive":
         order = np.argsort(-column, kind="stable")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
-from ..models import check_data
+from .. import get
+from ..models import SparseAutoencoder, check_data
 
 
 @dataclass
@@ -32,66 +33,6 @@ class Input:
     def is_expression(self) -> bool:
         """Whether the input is genes (``X`` or a layer), so the decoder itself is a gene loading matrix."""
         return self.rep == "X"
-
-
-def is_mudata(adata: object) -> bool:
-    """Whether ``adata`` is a MuData object (multimodal data)."""
-    return isinstance(adata, MuData)
-
-
-def check_adata(adata: object, *, mudata: bool = True) -> None:
-    """Raise a clear error unless ``adata`` is an AnnData (or, where ``mudata``, a MuData) object."""
-    if isinstance(adata, AnnData) or (mudata and is_mudata(adata)):
-        return
-    if is_mudata(adata):
-        raise TypeError(
-            "This function works on one modality: pass an AnnData such as mdata.mod['rna'] (its own obsm and uns)."
-        )
-    raise TypeError(f"Expected an AnnData or MuData object, got {type(adata).__name__}.")
-
-
-def get_modality(mdata: MuData, mod: str, what: str = "use_rep") -> AnnData:
-    """Return ``mdata.mod[mod]``, checking that it exists and holds the same cells as the MuData."""
-    if mod not in mdata.mod:
-        raise KeyError(
-            f"{what} names the modality {mod!r}, which the MuData does not have; modalities: "
-            f"{', '.join(map(repr, mdata.mod))}."
-        )
-    cells = mdata.mod[mod].obs_names
-    if not cells.equals(mdata.obs_names):
-        raise ValueError(
-            f"mdata.mod[{mod!r}] holds {len(cells)} cells, not the MuData's {mdata.n_obs} in the same order; keep "
-            "the cells measured in every modality first (muon.pp.intersect_obs(mdata))."
-        )
-    return mdata.mod[mod]
-
-
-def get_var(adata: AnnData | MuData, key: str = "sae", mod: str | None = None) -> AnnData:
-    """Return the object that holds the genes (``var``, ``varm``, expression): ``adata``, or a MuData's modality.
-
-    For a MuData without ``mod``, the one modality with ``varm["<key>_loadings"]`` is taken when there is exactly
-    one (an SAE on ``"rna:X_pca"``); otherwise ``mod`` must name one.
-    """
-    if not is_mudata(adata):
-        if mod is not None:
-            raise ValueError(f"mod={mod!r} chooses a modality of a MuData; adata is an AnnData: leave mod out.")
-        return adata
-    if mod is None:
-        having = [name for name, m in adata.mod.items() if f"{key}_loadings" in m.varm]
-        if len(having) == 1:
-            return adata.mod[having[0]]
-        raise ValueError(
-            f"adata is a MuData: name the modality with mod=, one of {', '.join(map(repr, adata.mod))} (with "
-            f"varm['{key}_loadings']: {', '.join(map(repr, having)) or 'none'})."
-        )
-    return get_modality(adata, mod, "mod")
-
-
-def modality_name(adata: AnnData | MuData, genes: AnnData) -> str | None:
-    """Name the modality ``genes`` of ``adata`` (``None`` for an AnnData)."""
-    if not is_mudata(adata):
-        return None
-    return next(name for name, m in adata.mod.items() if m is genes)
 
 
 def rep_name(use_rep: str | None, layer: str | None) -> str:
@@ -121,8 +62,8 @@ def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = No
     -------
     The chosen input.
     """
-    check_adata(adata)
-    if is_mudata(adata):
+    get.check_adata(adata)
+    if get.is_mudata(adata):
         return _get_mudata_input(adata, use_rep, layer)
     use_rep = rep_name(use_rep, layer)
     if use_rep != "X":
@@ -164,29 +105,35 @@ def _get_mudata_input(mdata: MuData, use_rep: str | None, layer: str | None) -> 
             f"as '{next(iter(mdata.mod))}:X_pca' ('<modality>:X' for its expression)."
         )
     mod, rep = use_rep.split(":", 1)
-    data = get_input(get_modality(mdata, mod), rep, layer)
+    data = get_input(get.modality(mdata, mod), rep, layer)
     return Input(data.X, use_rep, layer, f"mdata.mod[{mod!r}]" + data.name.removeprefix("adata"), mod)
 
 
-def get_codes(adata: AnnData, key: str = "sae"):
-    """Return the activations ``obsm["X_<key>"]`` of a trained SAE as CSR; a clear error when they are missing."""
-    check_adata(adata)
-    name = f"X_{key}"
-    if name not in adata.obsm:
-        trained = [k for k, v in adata.uns.items() if isinstance(v, dict) and {"params", "weights"} <= set(v)]
-        hint = f" SAEs found: {', '.join(map(repr, trained))}." if trained else " Run cellsae_kit.tl.sae first."
-        raise KeyError(f"adata.obsm has no {name!r} (activations of an SAE stored under key={key!r}).{hint}")
-    codes = adata.obsm[name]
-    return sparse.csr_matrix(codes) if not sparse.issparse(codes) or codes.format != "csr" else codes
+def model_input(adata: AnnData | MuData, model: SparseAutoencoder, what: str, hint: str) -> tuple[Input, Any]:
+    """Read the input ``model`` was trained on from ``adata``: its ``use_rep`` or layer, genes in its order.
+
+    ``what`` names the model and ``hint`` says what to do in the error raised when the dimensions differ.
+    """
+    meta = model.metadata
+    data = get_input(adata, meta.get("use_rep", "X"), meta.get("layer"))
+    X = data.X
+    if "var_names" in meta:
+        X = align_genes(adata.mod[data.mod] if data.mod else adata, X, meta["var_names"])
+    if X.shape[1] != model.n_inputs:
+        raise ValueError(f"{data.name} has {X.shape[1]} dimensions but {what} was trained on {model.n_inputs}; {hint}")
+    return data, X
 
 
-def get_groups(adata: AnnData, groupby: str):
-    """Return the categorical ``obs[groupby]`` column; a clear error when it is missing or incomplete."""
-    if groupby not in adata.obs:
-        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs. Columns: {', '.join(adata.obs.columns)}.")
-    groups = adata.obs[groupby]
-    if groups.isna().any():
+def align_genes(adata: AnnData, X, var_names: list[str]):
+    """Columns of ``X`` in the model's gene order; an error names what is missing."""
+    index = adata.var_names.get_indexer(var_names)
+    missing = [g for g, i in zip(var_names, index, strict=True) if i < 0]
+    if missing:
         raise ValueError(
-            f"adata.obs[{groupby!r}] has {int(groups.isna().sum())} missing values; fill them or subset the cells."
+            f"{len(missing)} of the SAE's {len(var_names)} genes are missing from adata.var_names (e.g. "
+            f"{', '.join(missing[:5])}); encode data with the same genes (match the gene identifiers and subset or "
+            "reindex adata)."
         )
-    return groups.astype("category") if not isinstance(groups.dtype, pd.CategoricalDtype) else groups
+    if np.array_equal(index, np.arange(adata.n_vars)):
+        return X
+    return X[:, index]

@@ -11,10 +11,10 @@ from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
 from ..models import check_data
-from ._embed import log_normalize
-from ._input import get_modality
+from ._shared import log_normalize
 
 JOINT_METHODS: tuple[str, ...] = ("concat_pca", "mofa")
 
@@ -147,7 +147,7 @@ def joint_embedding(
     modalities = list(mdata.mod) if modalities is None else list(modalities)
     if not modalities:
         raise ValueError("modalities is empty; name at least one modality of the MuData.")
-    mods = {name: get_modality(mdata, name, "modalities") for name in modalities}
+    mods = {name: get.modality(mdata, name, "modalities") for name in modalities}
     sizes = n_comps if isinstance(n_comps, dict) else dict.fromkeys(modalities, n_comps)
     missing = [name for name in modalities if name not in sizes]
     if missing:

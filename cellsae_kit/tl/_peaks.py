@@ -11,8 +11,8 @@ from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
-from ._input import get_codes, get_modality, is_mudata
 
 PEAK = re.compile(r"^(?P<chrom>[^:\-\s]+)[:\-](?P<start>\d+)-(?P<end>\d+)$")
 
@@ -180,8 +180,8 @@ def peaks_to_genes(
     >>> table.shape[1], mdata.mod["rna"].varm["sae_atac_loadings"].shape
     (16, (50, 16))
     """
-    codes = get_codes(adata, key)
-    peaks_of = get_modality(adata, mod, "mod") if is_mudata(adata) else adata
+    codes = get.codes(adata, key)
+    peaks_of = get.modality(adata, mod, "mod") if get.is_mudata(adata) else adata
     name = f"{key}_loadings"
     if name not in peaks_of.varm:
         raise KeyError(
@@ -229,7 +229,7 @@ def peaks_to_genes(
         )
     table = pd.DataFrame(values, index=pd.Index(names, name="gene"), columns=[str(i) for i in range(codes.shape[1])])
 
-    if inplace and is_mudata(adata) and target in adata.mod:
+    if inplace and get.is_mudata(adata) and target in adata.mod:
         receiver = adata.mod[target]
         aligned = table.reindex(receiver.var_names.astype(str)).fillna(0.0).to_numpy(np.float32)
         receiver.varm[f"{key}_{mod}_loadings" if key_added is None else key_added] = aligned

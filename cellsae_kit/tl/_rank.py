@@ -9,8 +9,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
-from ._input import get_codes, get_groups
 
 PSEUDO_COUNT = 1e-3
 FIELDS = ("names", "scores", "auroc", "logfoldchanges", "pvals", "pvals_adj")
@@ -110,8 +110,8 @@ def rank_features_groups(
     >>> sc.get.rank_genes_groups_df(adata, "CD19+ B", key="rank_features_groups").columns.tolist()
     ['names', 'scores', 'logfoldchanges', 'pvals', 'pvals_adj']
     """
-    codes = get_codes(adata, key)
-    labels = get_groups(adata, groupby)
+    codes = get.codes(adata, key)
+    labels = get.groups(adata, groupby)
     categories = [str(c) for c in labels.cat.categories]
     if method not in ("auroc", "wilcoxon"):
         raise ValueError(f"method={method!r} is not known; choose 'auroc' or 'wilcoxon'.")

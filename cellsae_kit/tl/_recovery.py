@@ -10,9 +10,10 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
 from ..models import check_data
-from ._input import check_adata
+from ._shared import correlations, moments
 
 THRESHOLD = 0.95
 Truth = str | np.ndarray | pd.DataFrame
@@ -91,63 +92,6 @@ def _dense_or_csr(X: Any, name: str) -> np.ndarray | sparse.csr_matrix:
     return X.astype(np.float64)
 
 
-def correlations(codes: np.ndarray | sparse.spmatrix, truth: np.ndarray | sparse.spmatrix) -> np.ndarray:
-    """Pearson r between every column of ``codes`` and every column of ``truth`` (features x variables).
-
-    Sparse matrices stay sparse (the cross-products are sparse products). A constant column (a dead SAE
-    feature) has r = 0 with everything.
-
-    Parameters
-    ----------
-    codes
-        Cells x features, dense or sparse.
-    truth
-        Cells x variables, dense or sparse (the activations of another SAE, say).
-
-    Returns
-    -------
-    Features x variables, float64, in [-1, 1].
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.tl._recovery import correlations
-    >>> correlations(np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]), np.array([[3.0], [2.0], [1.0]]))
-    array([[-1.],
-           [ 0.]])
-    """
-    n = codes.shape[0]
-    (mean_a, sd_a), (mean_b, sd_b) = _moments(codes), _moments(truth)
-    a, b = (
-        sparse.csr_matrix(m, dtype=np.float64) if sparse.issparse(m) else np.asarray(m, np.float64)
-        for m in (codes, truth)
-    )
-    cross = a.T @ b
-    cross = cross.toarray() if sparse.issparse(cross) else np.asarray(cross)
-    covariance = cross / n - np.outer(mean_a, mean_b)
-    scale = np.outer(sd_a, sd_b)
-    r = np.divide(covariance, scale, out=np.zeros_like(covariance), where=scale > 0)
-    return np.clip(r, -1.0, 1.0)
-
-
-def _moments(codes: np.ndarray | sparse.spmatrix) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations; exactly constant columns get a standard deviation of 0."""
-    if sparse.issparse(codes):
-        codes = sparse.csr_matrix(codes, dtype=np.float64)
-        mean = np.asarray(codes.mean(axis=0)).ravel()
-        var = np.asarray(codes.multiply(codes).mean(axis=0)).ravel() - mean**2
-        constant = (codes.max(axis=0).toarray().ravel() == codes.min(axis=0).toarray().ravel()) if codes.nnz else None
-        constant = np.ones(codes.shape[1], bool) if constant is None else constant
-    else:
-        codes = np.asarray(codes, dtype=np.float64)
-        mean = codes.mean(axis=0)
-        var = ((codes - mean) ** 2).mean(axis=0)
-        constant = np.ptp(codes, axis=0) == 0
-    sd = np.sqrt(np.maximum(var, 0.0))
-    sd[constant] = 0.0
-    return mean, sd
-
-
 def redundant_pairs(codes: np.ndarray | sparse.spmatrix, threshold: float = THRESHOLD) -> pd.DataFrame:
     """Pairs of distinct features whose activations correlate above ``threshold`` (Pearson r, not absolute).
 
@@ -175,7 +119,7 @@ def redundant_pairs(codes: np.ndarray | sparse.spmatrix, threshold: float = THRE
     """
     n = codes.shape[0]
     codes = sparse.csr_matrix(codes, dtype=np.float64)
-    mean, sd = _moments(codes)
+    mean, sd = moments(codes)
     gram = sparse.triu(codes.T @ codes, k=1).tocoo()
     a, b = gram.row, gram.col
     keep = (sd[a] > 0) & (sd[b] > 0)
@@ -249,7 +193,7 @@ def recovery_scores(
         },
         index=pd.Index(names, name="variable"),
     )
-    _, sd = _moments(codes)
+    _, sd = moments(codes)
     active = sd > 0
     nnz = codes.getnnz(axis=1) if sparse.issparse(codes) else (codes != 0).sum(axis=1)
     pairs = redundant_pairs(codes, threshold)
@@ -343,7 +287,7 @@ def get_truth(adata: AnnData, truth: Truth) -> tuple[np.ndarray, list[str], str]
 
 def factor_key(adata: AnnData, key: str) -> str:
     """Return the ``obsm`` key of a factorisation: ``key`` itself when it is in ``obsm``, else ``"X_<key>"``."""
-    check_adata(adata)
+    get.check_adata(adata)
     if key in adata.obsm:
         return key
     if f"X_{key}" in adata.obsm:
@@ -401,7 +345,7 @@ def completeness(
     >>> table.shape, bool(table["r2"].median() > 0.5)
     ((10, 1), True)
     """
-    check_adata(adata)
+    get.check_adata(adata)
     if use_rep not in adata.obsm:
         available = ", ".join(repr(k) for k in adata.obsm) or "none"
         raise KeyError(f"use_rep={use_rep!r} is not in adata.obsm. Available representations: {available}.")

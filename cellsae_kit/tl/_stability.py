@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,83 +12,14 @@ from anndata import AnnData
 from scipy import sparse
 from tqdm.auto import tqdm
 
+from .. import get
 from .._docs import doc_params
-from ..models import fit
-from ._encode import _align_genes, _scalar
-from ._input import check_adata, get_codes, get_input
-from ._recovery import correlations
+from ..models import FitConfig, fit
+from ._input import get_input, model_input
+from ._shared import Match, check_seeds, correlations, hungarian, match_features
 
 THRESHOLDS = (0.7, 0.9)
 # Options of models.fit that a stored SAE's params do not decide: the seed, the machine, and the consensus hook.
-NOT_REPEATED = {"X", "random_state", "device", "progress", "input_name", "metadata", "init_decoder", "freeze_decoder"}
-
-
-class Match(NamedTuple):
-    """A one-to-one matching of the features of run ``a`` to those of run ``b``.
-
-    ``a`` and ``b`` are feature numbers (``a`` increasing), ``score`` the cosine of the decoder directions
-    (:func:`match_features`) or the Pearson r of the activations (:func:`match_activations`) of each pair.
-    Features of the larger run beyond the smaller run's size stay unmatched.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.tl._stability import match_features
-    >>> match_features(np.eye(2), np.eye(2)[::-1]).b
-    array([1, 0])
-    """
-
-    a: np.ndarray
-    b: np.ndarray
-    score: np.ndarray
-
-
-def unit_rows(W: np.ndarray) -> np.ndarray:
-    """Scale each row to unit length (all-zero rows stay zero), in float64."""
-    W = np.asarray(W, dtype=np.float64)
-    norms = np.linalg.norm(W, axis=1, keepdims=True)
-    return np.divide(W, norms, out=np.zeros_like(W), where=norms > 0)
-
-
-def _hungarian(similarity: np.ndarray) -> Match:
-    from scipy.optimize import linear_sum_assignment  # imported here: scipy.optimize is large
-
-    a, b = linear_sum_assignment(similarity, maximize=True)
-    return Match(a, b, similarity[a, b])
-
-
-def match_features(W_a: np.ndarray, W_b: np.ndarray) -> Match:
-    """Match the features of two SAEs by the direction of their decoder rows (Hungarian assignment).
-
-    The decoder rows are scaled to unit length and the one-to-one matching that maximises the summed cosine
-    similarity is found with :func:`scipy.optimize.linear_sum_assignment`, as in Paulo & Belrose (2025). The
-    sign matters: an SAE feature and its negative are different features (activations are never negative).
-
-    Parameters
-    ----------
-    W_a, W_b
-        Decoder matrices, features x input dimensions, with the same number of input dimensions.
-
-    Returns
-    -------
-    The matched pairs and their cosines (:class:`Match`).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.tl._stability import match_features
-    >>> W = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
-    >>> m = match_features(W, W[[2, 0, 1]])
-    >>> m.b, m.score
-    (array([1, 2, 0]), array([1., 1., 1.]))
-    """
-    W_a, W_b = np.asarray(W_a), np.asarray(W_b)
-    if W_a.ndim != 2 or W_b.ndim != 2 or W_a.shape[1] != W_b.shape[1]:
-        raise ValueError(
-            f"The decoders have shapes {W_a.shape} and {W_b.shape}; both must be features x input dimensions with "
-            "the same input dimensions (SAEs trained on the same representation)."
-        )
-    return _hungarian(unit_rows(W_a) @ unit_rows(W_b).T)
 
 
 def activation_correlations(codes_a: np.ndarray | sparse.spmatrix, codes_b: np.ndarray | sparse.spmatrix) -> np.ndarray:
@@ -145,7 +76,7 @@ def match_activations(codes_a: np.ndarray | sparse.spmatrix, codes_b: np.ndarray
     >>> match_activations(codes, codes[:, ::-1]).b
     array([1, 0])
     """
-    return _hungarian(activation_correlations(codes_a, codes_b))
+    return hungarian(activation_correlations(codes_a, codes_b))
 
 
 def shared_column(threshold: float, activation: bool = False) -> str:
@@ -218,7 +149,7 @@ def compare_runs(
             if codes is not None:
                 r = activation_correlations(codes[i], codes[j])
                 row["mean_activation_r"] = float(r[match.a, match.b].mean())
-                by_activation = _hungarian(r)
+                by_activation = hungarian(r)
                 row |= {shared_column(t, True): float(np.sum(by_activation.score >= t) / n_pairs) for t in thresholds}
             rows.append(row)
             if reference in (i, j):
@@ -252,50 +183,16 @@ def summarise(pairs: pd.DataFrame) -> dict[str, float]:
     return {name: float(pairs[name].mean()) for name in pairs.columns if name not in ("run_a", "run_b")}
 
 
-def write_feature_columns(entry: dict, columns: pd.DataFrame) -> None:
-    """Put columns into the feature table ``entry["features"]`` (created, indexed by feature, when missing)."""
-    table = entry.get("features")
-    if isinstance(table, pd.DataFrame) and len(table) == len(columns):
-        table = table.drop(columns=[c for c in columns.columns if c in table.columns])
-        names = table.index.astype(str)
-        # by feature, whatever order the table is in (a user may have sorted it); by position only if unnamed
-        aligned = columns.reindex(names) if set(names) == set(columns.index) else columns
-        entry["features"] = table.join(aligned.set_axis(table.index))
-    else:
-        entry["features"] = columns.copy()
-
-
-def check_seeds(n: object, name: str) -> int:
-    """Check a number of training runs (at least two, to have something to compare)."""
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(f"{name}={n!r} must be an integer of at least 2: stability compares runs with each other.")
-    return int(n)
-
-
 def _run_of(adata: AnnData, key: str) -> dict:
     """Read the input, decoder and activations of the SAE under ``key``; clear errors when incomplete."""
-    entry = adata.uns.get(key)
-    if not isinstance(entry, dict) or "params" not in entry or "weights" not in entry:
-        trained = [k for k, v in adata.uns.items() if isinstance(v, dict) and {"params", "weights"} <= set(v)]
-        raise KeyError(
-            f"adata.uns has no SAE under {key!r}; SAEs found: {', '.join(map(repr, trained)) or 'none'} "
-            "(train one with cellsae_kit.tl.sae(adata, ..., key_added=...))."
-        )
-    params = entry["params"]
-    decoder, codes = np.asarray(entry["weights"]["W_dec"]), get_codes(adata, key)
-    if codes.shape[1] != decoder.shape[0]:
-        raise ValueError(
-            f"adata.obsm['X_{key}'] has {codes.shape[1]} features but the SAE under {key!r} has {decoder.shape[0]}; "
-            f"the activations are not this SAE's. Encode the cells again with cellsae_kit.tl.encode(adata, adata, "
-            f"key={key!r})."
-        )
+    stored = get.sae(adata, key)
     return {
         "key": key,
-        "decoder": decoder,
-        "codes": codes,
-        "use_rep": str(params.get("use_rep", "X")),
-        "layer": None if params.get("layer") is None else str(params["layer"]),
-        "n_inputs": int(np.asarray(entry["weights"]["W_dec"]).shape[1]),
+        "decoder": stored.decoder,
+        "codes": stored.codes,
+        "use_rep": stored.use_rep,
+        "layer": stored.layer,
+        "n_inputs": stored.n_inputs,
     }
 
 
@@ -315,30 +212,24 @@ def _check_same_input(runs: list[dict]) -> None:
 
 
 def _retrain(adata: AnnData, key: str, seeds: list[int], device: str, progress: bool) -> list[dict]:
-    """Train the SAE under ``key`` again with its stored parameters and other seeds."""
-    entry = adata.uns[key]
-    if "consensus" in entry["params"]:
+    """Train the SAE under ``key`` again with its stored options and other seeds."""
+    stored = get.sae(adata, key)
+    if "consensus" in stored.params:
         raise ValueError(
             f"The SAE under {key!r} is a consensus SAE (its decoder was held at the consensus), so training it again "
             "with other seeds would not repeat it. Compare it with another consensus SAE or stored runs: "
             "stability(adata, keys=[...], key=...)."
         )
-    params = {name: _scalar(value) for name, value in entry["params"].items()}
-    data = get_input(adata, str(params.get("use_rep", "X")), params.get("layer"))
-    X = data.X
-    if "var_names" in entry:
-        X = _align_genes(adata.mod[data.mod] if data.mod else adata, X, [str(g) for g in entry["var_names"]])
-    n_inputs = int(params.get("n_inputs", X.shape[1]))
-    if X.shape[1] != n_inputs:
-        raise ValueError(
-            f"{data.name} has {X.shape[1]} dimensions but the SAE under {key!r} was trained on {n_inputs}; it "
-            "cannot be trained again on this object. Compare stored runs with keys= instead."
-        )
-    options = [name for name in inspect.signature(fit).parameters if name not in NOT_REPEATED]
-    settings = {name: params[name] for name in options if name in params}
+    data, X = model_input(
+        adata,
+        stored.model,
+        f"the SAE under {key!r}",
+        "it cannot be trained again on this object. Compare stored runs with keys= instead.",
+    )
+    config = replace(stored.config, device=device)
     runs = []
     for seed in tqdm(seeds, desc="training SAEs", unit="seed", disable=not progress):
-        result = fit(X, **settings, random_state=seed, device=device, progress=False, input_name=data.name)
+        result = fit(X, replace(config, random_state=seed), progress=False, input_name=data.name)
         decoder = result.model.W_dec.detach().cpu().numpy()
         runs.append({"key": f"seed {seed}", "decoder": decoder, "codes": result.codes})
     return runs
@@ -412,12 +303,12 @@ def stability(
     >>> adata.uns["sae"]["stability"]["pairs"].shape[0], adata.uns["sae"]["features"]["stability"].shape
     (3, (32,))
     """
-    check_adata(adata, mudata=True)
+    get.check_adata(adata, mudata=True)
     thresholds = check_thresholds(thresholds)
     reference = _run_of(adata, key)
     if keys is None:
         n_seeds = check_seeds(n_seeds, "n_seeds")
-        own = int(_scalar(adata.uns[key]["params"].get("random_state", -1)))
+        own = int(get.sae(adata, key).params.get("random_state", -1))
         seeds = [s for s in range(n_seeds) if s != own][: n_seeds - 1]
         others = _retrain(adata, key, seeds, device, progress)
         settings = {"seeds": np.asarray(seeds, dtype=np.int64)}
@@ -442,9 +333,8 @@ def stability(
     )
 
     adata = adata.copy() if copy else adata
-    entry = adata.uns[key]
-    write_feature_columns(entry, features)
-    entry["stability"] = summarise(pairs) | {
+    get.sae(adata, key).add_features(features)
+    adata.uns[key]["stability"] = summarise(pairs) | {
         "pairs": pairs,
         "runs": np.asarray([run["key"] for run in runs], dtype=object),
         "thresholds": np.asarray(thresholds),
@@ -582,7 +472,7 @@ def stability_sweep(
     for name in ("n_features", "random_state", "key_added", "copy"):
         if name in sae_kwargs:
             raise TypeError(f"{name} is an argument of stability_sweep itself; pass it once.")
-    options = set(inspect.signature(fit).parameters) - NOT_REPEATED - {"n_features"}
+    options = set(FitConfig.options()) - {"n_features", "random_state", "device"}
     unknown = set(sae_kwargs) - options - {"loadings"}
     if unknown:
         raise TypeError(

@@ -11,11 +11,10 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .. import get
 from .._docs import doc_params
-from ._encode import get_model, model_input
-from ._genes import _feature_index
-from ._input import get_codes, get_groups
-from ._sae import _find_maps
+from ._input import model_input
+from ._store import find_maps
 
 logger = logging.getLogger("cellsae_kit")
 
@@ -118,7 +117,7 @@ def select_cells(adata: AnnData, cells: Cells, name: str = "cells") -> np.ndarra
                 "('bulk_labels', 'CD34+'); give several cells as a list or an array."
             )
         column, wanted = cells
-        groups = get_groups(adata, column).astype(str)
+        groups = get.groups(adata, column).astype(str)
         wanted = [str(w) for w in ([wanted] if isinstance(wanted, str) else wanted)]
         missing = [w for w in wanted if w not in set(groups)]
         if missing:
@@ -188,16 +187,18 @@ def decoded_genes(decoder: Decoder, before: np.ndarray, after: np.ndarray, var_n
     return pd.Series((out_after - out_before).mean(axis=0), index=var_names if columns is None else columns)
 
 
-def _linear_genes(adata: AnnData, data: Any, entry: dict, shift: np.ndarray) -> tuple[pd.DataFrame | None, str]:
+def _linear_genes(
+    adata: AnnData, data: Any, stored: get.StoredSAE, shift: np.ndarray
+) -> tuple[pd.DataFrame | None, str]:
     """Mean change per gene through the input's linear map (identity for expression, PCA loadings ...)."""
-    loadings = entry["params"].get("loadings")
-    maps = _find_maps(adata, data, loadings if isinstance(loadings, str) else None)
+    loadings = stored.params.get("loadings")
+    maps = find_maps(adata, data, loadings if isinstance(loadings, str) else None)
     mean_shift = shift.mean(axis=0)
     parts, sources = [], []
     for mod, (varm_key, genes_by_dims) in maps.items():
         genes = adata if mod is None else adata.mod[mod]
         if genes_by_dims.size == 0:  # expression input: the representation is the genes
-            names = pd.Index(np.asarray(entry.get("var_names", genes.var_names)).astype(str))
+            names = pd.Index(np.asarray(stored.var_names or genes.var_names).astype(str))
             delta, source = mean_shift, "identity (expression input)"
         else:
             names, delta, source = genes.var_names, genes_by_dims @ mean_shift, f"varm[{varm_key!r}]"
@@ -312,14 +313,11 @@ def steer(
     >>> int(result["transfer"]["before"].sum()), result["genes"].shape, result["params"]["genes_from"]
     (13, (765, 1), "varm['PCs']")
     """
-    codes = get_codes(adata, key)
-    model = get_model(adata, key)
-    index = _feature_index(feature, model.n_features, key)
-    if codes.shape[1] != model.n_features:
-        raise ValueError(
-            f"obsm['X_{key}'] has {codes.shape[1]} features but the SAE in uns[{key!r}] has {model.n_features}; "
-            f"re-encode the cells with cellsae_kit.tl.encode(adata, key={key!r})."
-        )
+    get.codes(adata, key)  # the activations are what steering changes: name them first when missing
+    stored = get.sae(adata, key)
+    model = stored.model
+    index = stored.feature_index(feature)
+    codes = stored.codes
     key_added = f"{key}_steer" if key_added is None else key_added
     if key_added == key:
         raise ValueError(f"key_added={key_added!r} would overwrite the SAE itself; choose another name.")
@@ -356,14 +354,13 @@ def steer(
     rep_before = rep_before.toarray() if sparse.issparse(rep_before) else np.asarray(rep_before, dtype=np.float64)
     rep_after = rep_before + shift
 
-    entry = adata.uns[key]
     if decoder is not None:
         if not callable(decoder):
             raise TypeError(f"decoder must be a function from representation to expression, got {decoder!r}.")
         genes = decoded_genes(decoder, rep_before, rep_after, adata.var_names).to_frame("delta")
         genes.index.name, genes_from = "gene", "decoder"
     else:
-        genes, genes_from = _linear_genes(adata, data, entry, shift)
+        genes, genes_from = _linear_genes(adata, data, stored, shift)
     summary = {
         "n_cells": len(rows),
         "activation_before": float(before.mean()),
@@ -421,7 +418,7 @@ def _label_transfer(
     """Predicted labels of the steered cells before and after the move, from all cells' unsteered positions."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    groups = get_groups(adata, groupby)
+    groups = get.groups(adata, groupby)
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
         raise TypeError(f"n_neighbors={n_neighbors!r} must be a whole number.")
     if not 1 <= n_neighbors <= adata.n_obs:

@@ -57,7 +57,7 @@ def _open(path: Path) -> tuple[Any, Path]:
     if path.is_dir():
         try:
             return zarr.open_group(path, mode="r"), path
-        except Exception as err:  # noqa: BLE001 (zarr raises several types for a folder that is no store)
+        except Exception as err:
             raise ValueError(f"{path} is a folder but no zarr store ({err}); write one with adata.write_zarr.") from err
     if not h5py.is_hdf5(path):
         raise ValueError(

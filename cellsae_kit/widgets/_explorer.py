@@ -13,10 +13,7 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
-from .. import pl
-from ..tl._genes import top_genes
-from ..tl._input import get_codes, get_groups, get_var, is_mudata
-from ..tl._stats import feature_table
+from .. import get, pl, tl
 
 # Genes listed per feature; the gene search looks at the same genes, so a hit is always visible in the table.
 N_GENES = 15
@@ -113,14 +110,14 @@ class FeatureExplorer(w.VBox):
         self.adata = adata
         self.key = key
         self._mod = mod
-        if is_mudata(adata):
+        if get.is_mudata(adata):
             self._mod = (
                 mod
                 if mod is not None
                 else next((name for name, m in adata.mod.items() if f"{key}_loadings" in m.varm), next(iter(adata.mod)))
             )
-        self._genes = get_var(adata, key, self._mod)
-        self._codes = get_codes(adata, key).tocsc()  # one column per feature is read at a time
+        self._genes = get.genes(adata, key, self._mod)
+        self._codes = get.codes(adata, key).tocsc()  # one column per feature is read at a time
         bases = [
             k
             for k, v in adata.obsm.items()
@@ -133,11 +130,10 @@ class FeatureExplorer(w.VBox):
                 f"basis={basis!r} is not an embedding in adata.obsm (available: {', '.join(names) or 'none'}); "
                 "compute one first, e.g. scanpy.tl.umap(adata)."
             )
-        entry = adata.uns.get(key) if isinstance(adata.uns.get(key), dict) else {}
         if groupby is None:
-            groupby = entry.get("params", {}).get("features_groupby")
+            groupby = self._entry().get("params", {}).get("features_groupby")
         if groupby is not None:
-            get_groups(adata, groupby)
+            get.groups(adata, groupby)
         columns = [c for c in adata.obs if isinstance(adata.obs[c].dtype, pd.CategoricalDtype)]
         if groupby is not None and groupby not in columns:
             columns.append(groupby)
@@ -167,15 +163,28 @@ class FeatureExplorer(w.VBox):
         self.basis.observe(lambda _: self._draw_plot(), "value")
         self.groupby.observe(lambda _: self._draw_groups(), "value")
 
+    def _entry(self) -> dict:
+        """``uns[key]`` of the SAE, read through :func:`cellsae_kit.get.sae`; empty when only the activations exist."""
+        try:
+            return get.sae(self.adata, self.key).entry
+        except KeyError:
+            return {}
+
     def refresh(self) -> None:
         """Read the SAE's tables from ``adata`` again (after running more tools) and redraw the current feature."""
-        entry = self.adata.uns.get(self.key) if isinstance(self.adata.uns.get(self.key), dict) else {}
+        entry = self._entry()
         n_features = self._codes.shape[1]
         index = pd.Index([str(i) for i in range(n_features)], name="feature")
         stored = entry.get("features")
         # A table of another length belongs to an earlier SAE under the same key: the counts are recomputed.
         self._features = stored if isinstance(stored, pd.DataFrame) and stored.index.equals(index) else None
-        stats = self._features if self._features is not None else feature_table(self._codes)
+        if self._features is not None:
+            stats = self._features
+        else:
+            # The listing needs only how often each feature fires (the frequency of tl.feature_stats): counted from
+            # the activations, without writing a feature table into the user's object.
+            frequency = np.diff(self._codes.indptr) / self._codes.shape[0]
+            stats = pd.DataFrame({"frequency": frequency}, index=index)
         annotation = entry.get("annotation")
         self._annotation = annotation if isinstance(annotation, pd.DataFrame) else None
         self._net = entry.get("annotation_params", {}).get("net", "go_bp")
@@ -295,7 +304,7 @@ class FeatureExplorer(w.VBox):
                 f"cellsae_kit.tl.feature_genes(adata, key={self.key!r}) to see and search genes."
             )
             return
-        table = top_genes(self.adata, i, self.key, n=N_GENES, mod=self._mod)
+        table = tl.top_genes(self.adata, i, self.key, n=N_GENES, mod=self._mod)
         if table.empty:
             self.genes.value = _hint(f"Feature {i} raises no gene (no positive loading).")
             return
@@ -318,7 +327,7 @@ class FeatureExplorer(w.VBox):
         if rows.empty:
             self.terms.value = _hint(f"Feature {i} has no term: its gene loadings are all zero.")
             return
-        alpha = self.adata.uns[self.key].get("annotation_params", {}).get("alpha", ALPHA)
+        alpha = self._entry().get("annotation_params", {}).get("alpha", ALPHA)
         body = []
         for _, row in rows.sort_values("rank").head(N_TERMS).iterrows():
             name = html.escape(str(row["term"]))
@@ -347,7 +356,7 @@ class FeatureExplorer(w.VBox):
             )
             return
         try:
-            groups = get_groups(self.adata, self.groupby.value)
+            groups = get.groups(self.adata, self.groupby.value)
         except (KeyError, ValueError) as error:  # e.g. a column with missing values, chosen in the dropdown
             self.groups.value = _hint(html.escape(str(error).strip("'\"")))
             return

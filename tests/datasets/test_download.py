@@ -78,7 +78,7 @@ class Served:
 
 def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             served.requests.append(self.path)
             body = served.files.get(self.path.rsplit("/", 1)[-1])
             if body is None or not self.path.startswith("/geo/"):

@@ -11,8 +11,9 @@ from anndata.io import sparse_dataset
 from scipy import sparse
 
 from cellsae_kit.models import ChunkedRows, SparseAutoencoder, activation_stats, encode_rows, fit
-from cellsae_kit.models._data import Stream, codes_stats, prefetch
-from cellsae_kit.models._sae import codes_to_csr
+from cellsae_kit.models._data import Stream, prefetch
+from cellsae_kit.models._encode import codes_to_csr
+from cellsae_kit.models._metrics import codes_stats
 from tests.conftest import sparse_dictionary_data
 
 CPU = torch.device("cpu")

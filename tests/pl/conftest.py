@@ -3,13 +3,13 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import scanpy as sc  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
 
-import cellsae_kit as csk  # noqa: E402
+import cellsae_kit as csk
 
 # Longer than any panel title: the plots must shorten it.
 LONG_TERM = "positive regulation of a made-up biological process that this feature's top genes share on purpose"

@@ -1,15 +1,15 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import scanpy as sc  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
 
-import cellsae_kit as csk  # noqa: E402
-from tests.conftest import assert_unchanged, snapshot  # noqa: E402
-from tests.pl.conftest import LONG_TERM, is_png  # noqa: E402
+import cellsae_kit as csk
+from tests.conftest import assert_unchanged, snapshot
+from tests.pl.conftest import LONG_TERM, is_png
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from html.parser import HTMLParser
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import scanpy as sc  # noqa: E402
+import numpy as np
+import pytest
+import scanpy as sc
 
-import cellsae_kit as csk  # noqa: E402
-from cellsae_kit.widgets import FeatureExplorer  # noqa: E402
-from tests.conftest import assert_unchanged, snapshot  # noqa: E402
+import cellsae_kit as csk
+from cellsae_kit.widgets import FeatureExplorer
+from tests.conftest import assert_unchanged, snapshot
 
 
 class _Cells(HTMLParser):

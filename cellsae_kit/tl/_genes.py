@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .. import get
 from .._docs import doc_params
-from ._shared import get_expression
+from ._shared import correlations, get_expression
 
 logger = logging.getLogger("cellsae_kit")
 
@@ -92,20 +92,9 @@ def correlation(expr: np.ndarray | sparse.spmatrix, codes: np.ndarray | sparse.s
     """
     expr = _as_matrix(expr)
     codes = sparse.csr_matrix(codes, dtype=np.float64)
-    n_cells, n_features = codes.shape
-    codes_sum, codes_sq = _column_moments(codes)
-    codes_ss = codes_sq - codes_sum**2 / n_cells  # n x variance
-    out = np.zeros((expr.shape[1], n_features))
-    codes_t = codes.T.tocsr()
-    for block, X in _gene_chunks(expr, n_features):
-        gene_sum, gene_sq = _column_moments(X)
-        gene_ss = gene_sq - gene_sum**2 / n_cells
-        cov = _cross(codes_t, X) - np.outer(codes_sum, gene_sum) / n_cells
-        scale = np.sqrt(np.outer(np.clip(codes_ss, 0, None), np.clip(gene_ss, 0, None)))
-        # Variances that are round-off of a constant leave the correlation undefined: zero, not noise.
-        defined = (codes_ss > CONSTANT_RTOL * codes_sq)[:, None] & (gene_ss > CONSTANT_RTOL * gene_sq)[None, :]
-        r = np.divide(cov, scale, out=np.zeros_like(cov), where=defined & (scale > 0))
-        out[block] = np.clip(r, -1.0, 1.0).T
+    out = np.zeros((expr.shape[1], codes.shape[1]))
+    for block, X in _gene_chunks(expr, codes.shape[1]):  # the shared Pearson kernel, a block of genes at a time
+        out[block] = correlations(codes, X).T
     return out
 
 

@@ -19,7 +19,6 @@ from ._input import get_input, model_input
 from ._shared import Match, check_seeds, correlations, hungarian, match_features
 
 THRESHOLDS = (0.7, 0.9)
-# Options of models.fit that a stored SAE's params do not decide: the seed, the machine, and the consensus hook.
 
 
 def activation_correlations(codes_a: np.ndarray | sparse.spmatrix, codes_b: np.ndarray | sparse.spmatrix) -> np.ndarray:

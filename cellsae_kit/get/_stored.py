@@ -214,7 +214,7 @@ class StoredSAE:
 
     @property
     def use_rep(self) -> str:
-        """The input representation: an ``obsm`` key, ``"<modality>:<key>"`` or ``"X"``."""
+        """The input representation, an ``obsm`` key, ``"<modality>:<key>"`` or ``"X"``."""
         return str(self.params.get("use_rep", "X"))
 
     @property
@@ -231,7 +231,7 @@ class StoredSAE:
 
     @property
     def model(self) -> SparseAutoencoder:
-        """The trained model, rebuilt from the weights: on the CPU, in eval mode, carrying its input in metadata."""
+        """The trained model rebuilt from the weights, on the CPU and in eval mode, carrying its input in metadata."""
         params = self.params
         missing = [name for name in MODEL_FIELDS if name not in params]
         if missing:

@@ -75,7 +75,7 @@ def job(name: str) -> dict:
     import cellsae_kit as csk
     import cellsae_kit.tl._consensus as consensus_module
     from cellsae_kit.tl._consensus import consensus_dictionary
-    from cellsae_kit.tl._stability import match_features
+    from cellsae_kit.tl._shared import match_features
 
     torch.set_num_threads(1)
     threadpool_limits(1)

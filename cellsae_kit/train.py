@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import re
+import types
 import typing
 from collections.abc import Sequence
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,10 @@ def parser() -> argparse.ArgumentParser:
     Examples
     --------
     >>> from cellsae_kit.train import parser
-    >>> parser().parse_args(["cells.h5ad", "--output", "sae"]).batch_size
-    1024
+    >>> parser().parse_args(["cells.h5ad", "--output", "sae", "--k", "8"]).k
+    8
+    >>> parser().parse_args(["cells.h5ad", "--output", "sae"]).k
+    'auto'
     """
     p = argparse.ArgumentParser(
         prog="python -m cellsae_kit.train",
@@ -80,15 +84,32 @@ def add_fit_options(group: argparse._ActionsContainer) -> None:
         text = re.sub(r"``|:\w+:`~?([^`]+)`", r"\1", f.metadata["doc"])
         shown = "" if f.default is None else " (default: %(default)s)"  # a None default is described in the text
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text + shown}
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if typing.get_origin(hint) is typing.Literal:
-            kwargs["choices"] = args
-        elif hint is bool:
+        kinds = _kinds(hints[f.name])
+        if kinds == [bool]:
             kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = args[0] if args else hint
+        elif all(isinstance(kind, str) for kind in kinds):
+            kwargs["choices"] = kinds
+        else:  # a number, or "auto"
+            kwargs["type"] = partial(_parse, kinds[0]) if "auto" in kinds else kinds[0]
         group.add_argument(*names, **kwargs)
+
+
+def _kinds(hint: Any) -> list:
+    """Return the types and literal choices an annotation admits, ``None`` left out: ``int | Literal["auto"]``."""
+    kinds = []
+    for arg in typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,):
+        if arg is not type(None):
+            kinds += typing.get_args(arg) if typing.get_origin(arg) is typing.Literal else [arg]
+    return kinds
+
+
+def _parse(kind: type, text: str) -> Any:
+    if text == "auto":
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a {kind.__name__}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:

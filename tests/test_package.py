@@ -108,6 +108,7 @@ def test_import_leaves_plotting_and_heavy_libraries_for_later():
 # Private modules that several tools of one subpackage share; anything else private stays inside its module.
 SHARED = {
     "cellsae_kit._docs",
+    "cellsae_kit.tl._compare",
     "cellsae_kit.tl._input",
     "cellsae_kit.tl._shared",
     "cellsae_kit.tl._store",

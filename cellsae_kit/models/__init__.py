@@ -3,15 +3,26 @@
 from ._autoencoder import Autoencoder, AutoencoderResult, fit_autoencoder
 from ._config import FitConfig
 from ._data import ChunkedRows
+from ._defaults import (
+    RULES,
+    auto_batch_size,
+    auto_k,
+    auto_lr,
+    auto_n_epochs,
+    auto_n_features,
+    auto_validation_fraction,
+    resolve,
+)
 from ._encode import encode_rows
 from ._io import load, save
 from ._metrics import DENSE_THRESHOLD, activation_stats, fvu, max_decoder_cosine
 from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
-from ._train import FitResult, check_data, default_lr, fit, geometric_median, resolve_device
+from ._train import FitResult, check_data, fit, geometric_median, resolve_device
 
 __all__ = [
     "ACTIVATIONS",
     "DENSE_THRESHOLD",
+    "RULES",
     "Autoencoder",
     "AutoencoderResult",
     "ChunkedRows",
@@ -20,8 +31,13 @@ __all__ = [
     "FitResult",
     "SparseAutoencoder",
     "activation_stats",
+    "auto_batch_size",
+    "auto_k",
+    "auto_lr",
+    "auto_n_epochs",
+    "auto_n_features",
+    "auto_validation_fraction",
     "check_data",
-    "default_lr",
     "encode_rows",
     "fit",
     "fit_autoencoder",
@@ -29,6 +45,7 @@ __all__ = [
     "geometric_median",
     "load",
     "max_decoder_cosine",
+    "resolve",
     "resolve_device",
     "save",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
@@ -11,11 +12,17 @@ from typing import Any, Literal
 import numpy as np
 
 from .._docs import DOCS
+from ._defaults import AUTO, RULES
 from ._sae import Activation
 
 Center = Literal["mean", "median", "none"]
 Init = Literal["data", "random"]
 Precision = Literal["float32", "bfloat16"]
+Auto = Literal["auto"]
+
+
+def _auto(name: str) -> str:
+    return f' ``"auto"`` (the default): {RULES[name]}.'
 
 
 def _option(default: Any, doc: str, valid: tuple | None = None, *, cli: tuple[str, ...] = ()) -> Any:
@@ -36,9 +43,10 @@ FEATURES = (lambda v: v >= 1, "at least 1: an SAE needs at least one feature; pa
 class FitConfig:
     """The options of an SAE fit (:func:`cellsae_kit.models.fit`), checked when the config is made.
 
-    ``None`` means "derived from the data when training starts"; the values a fit used are stored in
-    ``uns[key]["params"]`` (:meth:`params`). Repeat a run with another seed with
-    ``dataclasses.replace(config, random_state=1)``.
+    ``"auto"`` (and ``None``) means "derived from the data when training starts", by the rules of
+    :func:`cellsae_kit.models.resolve`; the values a fit used are stored in ``uns[key]["params"]``
+    (:meth:`params`), and the rule of each derived one in ``uns[key]["params"]["rules"]``. Repeat a run with
+    another seed with ``dataclasses.replace(config, random_state=1)``.
 
     Attributes
     ----------
@@ -57,13 +65,16 @@ class FitConfig:
     ValueError: k=2.5 must be an integer (a whole number such as 2).
     """
 
-    n_features: int = _option(512, "Dictionary size (number of features).", FEATURES)
-    activation: Activation = _option(
-        "topk",
+    n_features: int | Auto = _option(AUTO, "Dictionary size (number of features)." + _auto("n_features"), FEATURES)
+    activation: Activation | Auto = _option(
+        AUTO,
         '``"topk"`` (exactly ``k`` features per cell), ``"batchtopk"`` (``k`` per cell on average over a batch, '
-        'a threshold at inference) or ``"relu"`` (ReLU with an L1 penalty weighted by the decoder norms).',
+        'a threshold at inference) or ``"relu"`` (ReLU with an L1 penalty weighted by the decoder norms).'
+        + _auto("activation"),
     )
-    k: int = _option(16, "Active features per cell (``topk``) or on average (``batchtopk``).", POSITIVE)
+    k: int | Auto = _option(
+        AUTO, "Active features per cell (``topk``) or on average (``batchtopk``)." + _auto("k"), POSITIVE
+    )
     l1_coef: float = _option(0.05, 'L1 weight of the ReLU SAE (``activation="relu"``).', NON_NEGATIVE)
     center: Center = _option(
         "mean",
@@ -76,26 +87,30 @@ class FitConfig:
         'features alive in anisotropic spaces such as PCA; ``"random"`` draws random unit directions. Either way '
         "the encoder starts as the decoder's transpose.",
     )
-    batch_size: int = _option(1024, "Cells per optimisation step (capped at the number of training cells).", POSITIVE)
-    n_epochs: int | None = _option(
-        None,
-        "Passes over the training cells; by default enough for at least 3,000 steps and 10 epochs (at most 3,000).",
+    batch_size: int | Auto = _option(
+        AUTO,
+        "Cells per optimisation step (capped at the number of training cells)." + _auto("batch_size"),
         POSITIVE,
-        cli=("--epochs",),
     )
-    lr: float | None = _option(
-        None,
-        "Adam learning rate; by default ``2e-4 / sqrt(n_features / 2**14)``. Linear warm-up over the first "
-        "``warmup_fraction`` of steps and linear decay to zero over the last ``decay_fraction``.",
+    n_epochs: int | Auto | None = _option(
+        AUTO, "Passes over the training cells." + _auto("n_epochs"), POSITIVE, cli=("--epochs",)
+    )
+    lr: float | Auto | None = _option(
+        AUTO,
+        "Adam learning rate, with linear warm-up over the first ``warmup_fraction`` of steps and linear decay to "
+        "zero over the last ``decay_fraction``." + _auto("lr"),
         ABOVE_ZERO,
     )
-    validation_fraction: float = _option(
-        0.1, "Fraction of cells held out for the validation FVU and early stopping (0 turns both off).", HOLDOUT
+    validation_fraction: float | Auto = _option(
+        AUTO,
+        "Fraction of cells held out for the validation FVU and early stopping (0 turns both off)."
+        + _auto("validation_fraction"),
+        HOLDOUT,
     )
-    patience: int | None = _option(
-        None,
-        "Stop after this many epochs without a better validation FVU (default: a tenth of ``n_epochs``, at least "
-        "5); the best epoch's weights are kept.",
+    patience: int | Auto | None = _option(
+        AUTO,
+        "Stop after this many epochs without a better validation FVU; the best epoch's weights are kept."
+        + _auto("patience"),
         POSITIVE,
     )
     aux_coef: float = _option(
@@ -139,7 +154,8 @@ class FitConfig:
             if isinstance(value, np.generic):  # read back from an h5ad
                 value = value.item()
             object.__setattr__(self, f.name, _check(f.name, value, f.metadata["valid"]))
-        if self.activation != "relu" and self.k >= self.n_features:
+        sizes = isinstance(self.k, int) and isinstance(self.n_features, int)
+        if sizes and self.activation != "relu" and self.k >= self.n_features:
             raise ValueError(
                 f"k={self.k} with n_features={self.n_features}: k (active features per cell) must be smaller "
                 "than n_features; lower k or raise n_features."
@@ -193,27 +209,28 @@ class FitConfig:
         Examples
         --------
         >>> from cellsae_kit.models import FitConfig
-        >>> FitConfig().params()["k"]
+        >>> FitConfig(k=16).params()["k"]
         16
         """
         return {name: value for name, value in asdict(self).items() if value is not None}
 
 
-def _kind(name: str) -> tuple[type | tuple[str, ...], bool]:
-    """Return an option's type (or its choices) and whether it may be ``None``, from its annotation."""
+def _kind(name: str) -> tuple[type | tuple[str, ...], bool, bool]:
+    """Return an option's type (or its choices), whether it may be ``None`` and whether ``"auto"``."""
     hint = typing.get_type_hints(FitConfig)[name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if typing.get_origin(hint) is Literal:
-        return args, False
-    if optional:
-        hint = next(a for a in args if a is not type(None))
-    return hint, optional
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional, auto = type(None) in args, Auto in args
+    rest = [a for a in args if a is not type(None) and a is not Auto]
+    if typing.get_origin(rest[0]) is Literal:
+        return typing.get_args(rest[0]), optional, auto
+    return rest[0], optional, auto
 
 
 def _check(name: str, value: Any, bounds: tuple | None) -> Any:
     """Check one option against its annotation and range; return it as a plain Python value."""
-    kind, optional = _kind(name)
+    kind, optional, auto = _kind(name)
+    if auto and (value == AUTO or (value is None and optional)):  # None: the spelling of "auto" before 0.2
+        return AUTO
     if value is None and optional:
         return None
     if isinstance(kind, tuple):

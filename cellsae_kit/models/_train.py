@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .._docs import doc_params
 from ._config import FitConfig
 from ._data import ChunkedRows, Stream, prefetch
+from ._defaults import InputKind, resolve, warn_settings
 from ._distributed import Sync
 from ._encode import encode_rows, to_tensor
 from ._metrics import activation_stats, codes_stats, max_decoder_cosine
@@ -82,18 +83,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} was requested but PyTorch sees no CUDA GPU; use device='cpu'.")
     return device
-
-
-def default_lr(n_features: int) -> float:
-    """Learning rate heuristic ``2e-4 / sqrt(n_features / 2**14)`` (larger dictionaries learn slower).
-
-    Examples
-    --------
-    >>> from cellsae_kit.models import default_lr
-    >>> default_lr(4096)
-    0.0004
-    """
-    return 2e-4 / math.sqrt(n_features / 2**14)
 
 
 def check_data(X: Any, name: str = "the input") -> None:
@@ -275,6 +264,7 @@ def fit(
     freeze_decoder: bool = False,
     progress: bool = True,
     input_name: str = "the input",
+    input_kind: InputKind = "embedding",
     metadata: dict[str, Any] | None = None,
     **options: Any,
 ) -> FitResult:
@@ -304,6 +294,9 @@ def fit(
         Show a tqdm progress bar.
     input_name
         How errors name the data.
+    input_kind
+        ``"embedding"``, ``"expression"`` or ``"joint"``: which rules the ``"auto"`` options follow
+        (:func:`resolve`).
     metadata
         Stored with the model (see :class:`SparseAutoencoder`).
     **options
@@ -326,15 +319,16 @@ def fit(
     (300, 32)
     """
     config = FitConfig.make(config, **options)
-    n_features, activation, k, l1_coef = config.n_features, config.activation, config.k, config.l1_coef
-    center, init, precision, random_state = config.center, config.init, config.precision, config.random_state
-    aux_coef, resample = config.aux_coef, config.resample
     stream = X if isinstance(X, ChunkedRows) else None
     if stream is None:
         check_data(X, input_name)
     n_cells, n_inputs = X.shape
     if n_cells < 2:
         raise ValueError(f"{input_name} has a single cell; an SAE needs at least two (one to train, one to check).")
+    config, rules = resolve(config, n_cells, n_inputs, input_kind)
+    n_features, activation, k, l1_coef = config.n_features, config.activation, config.k, config.l1_coef
+    center, init, precision, random_state = config.center, config.init, config.precision, config.random_state
+    aux_coef, resample = config.aux_coef, config.resample
     check_config(n_inputs, n_features, activation, k, l1_coef)
     device = resolve_device(config.device)
     if precision == "bfloat16" and device.type != "cuda":
@@ -358,9 +352,8 @@ def fit(
     n_train = len(train_idx)
     batch_size = min(config.batch_size, n_train) if stream is None else plan.batch_size(config.batch_size)
     steps_per_epoch = math.ceil(n_train / batch_size) if stream is None else plan.steps_per_epoch(batch_size)
-    n_epochs = config.n_epochs or int(min(3000, max(10, math.ceil(3000 / steps_per_epoch))))
-    patience = config.patience or max(5, n_epochs // 10)
-    lr = config.lr or default_lr(n_features)
+    n_epochs, patience, lr = config.n_epochs, config.patience, config.lr
+    warn_settings(config, n_train, len(val_idx), n_inputs, steps_per_epoch, rules)
     dead_window = config.dead_window or max(n_train, 10 * batch_size)
     k_aux = config.k_aux or K_AUX_CAP
 
@@ -515,7 +508,7 @@ def fit(
         device=str(device),
         precision=precision,
     )
-    params = used.params()
+    params = used.params() | ({"rules": rules} if rules else {})
     return FitResult(model, codes, history, metrics, train_idx, val_idx, params)
 
 

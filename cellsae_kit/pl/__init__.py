@@ -4,6 +4,7 @@ from ._features import features, rank_features_groups_dotplot
 from ._genes import annotation, top_genes
 from ._stability import feature_stability, stability
 from ._steering import steering
+from ._sweep import sae_sweep
 from ._training import feature_stats, training
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "feature_stats",
     "features",
     "rank_features_groups_dotplot",
+    "sae_sweep",
     "stability",
     "steering",
     "top_genes",

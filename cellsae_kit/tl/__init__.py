@@ -12,9 +12,10 @@ from ._peaks import peaks_to_genes
 from ._rank import rank_features_groups
 from ._recovery import completeness, recovery
 from ._sae import sae
-from ._stability import stability, stability_sweep
+from ._stability import stability
 from ._stats import feature_stats
 from ._steer import steer
+from ._sweep import sae_sweep, stability_sweep
 
 __all__ = [
     "absorption",
@@ -29,6 +30,7 @@ __all__ = [
     "rank_features_groups",
     "sae",
     "stability",
+    "sae_sweep",
     "stability_sweep",
     "steer",
     "top_genes",

@@ -13,75 +13,9 @@ from scipy import sparse
 from .. import get
 from .._docs import doc_params
 from ..models import check_data
-from ._shared import correlations, moments
+from ._shared import Truth, check_truth, correlations, get_truth, moments
 
 THRESHOLD = 0.95
-Truth = str | np.ndarray | pd.DataFrame
-
-
-def check_truth(truth: Any, n_cells: int, name: str = "truth") -> tuple[np.ndarray, list[str]]:
-    """Check a cells x variables matrix of true values; return it as float64 with the variables' names.
-
-    Parameters
-    ----------
-    truth
-        Array or DataFrame, cells x variables.
-    n_cells
-        The number of cells it must have.
-    name
-        How errors name it.
-
-    Returns
-    -------
-    The values and the variable names (DataFrame columns, else ``"0"``, ``"1"``, ...).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.tl._recovery import check_truth
-    >>> check_truth(np.array([[1.0, 2.0], [1.0, 3.0]]), 2)
-    Traceback (most recent call last):
-    ...
-    ValueError: truth has variables that are constant across cells (0), so a correlation or R^2 with them ...
-    """
-    names = [str(c) for c in truth.columns] if isinstance(truth, pd.DataFrame) else None
-    values = truth.to_numpy() if isinstance(truth, pd.DataFrame) else truth
-    if sparse.issparse(values):
-        values = values.toarray()
-    values = np.asarray(values)
-    if values.ndim == 1:
-        values = values[:, None]
-    if values.ndim != 2:
-        raise ValueError(f"{name} has {values.ndim} dimensions; expected cells x variables.")
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
-        raise TypeError(f"{name} has dtype {values.dtype}; the true variables must be real numbers.")
-    if values.shape[0] != n_cells:
-        raise ValueError(
-            f"{name} has {values.shape[0]} cells (rows) but the data has {n_cells}; pass one row per cell, in the "
-            "same order (subset both the same way)."
-        )
-    if values.shape[1] == 0:
-        raise ValueError(f"{name} has no variables (columns).")
-    values = values.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = np.flatnonzero(~finite.all(axis=0))
-        raise ValueError(
-            f"{name} has NaN or infinite values in {int((~finite.all(axis=1)).sum())} cells (variables "
-            f"{_list(bad, names)}); the truth must be known in every cell: subset to the cells where it is."
-        )
-    constant = np.flatnonzero(np.ptp(values, axis=0) == 0)
-    if len(constant):
-        raise ValueError(
-            f"{name} has variables that are constant across cells ({_list(constant, names)}), so a correlation "
-            "or R^2 with them is undefined; drop those columns."
-        )
-    return values, names or [str(i) for i in range(values.shape[1])]
-
-
-def _list(idx: np.ndarray, names: list[str] | None, limit: int = 10) -> str:
-    shown = [names[i] if names else str(i) for i in idx[:limit]]
-    return ", ".join(shown) + (f" and {len(idx) - limit} more" if len(idx) > limit else "")
 
 
 def _dense_or_csr(X: Any, name: str) -> np.ndarray | sparse.csr_matrix:
@@ -267,22 +201,6 @@ def completeness_scores(
     model = LinearRegression().fit(rep[train], truth[train])
     r2 = r2_score(truth[test], model.predict(rep[test]), multioutput="raw_values")
     return pd.Series(r2, index=pd.Index(names, name="variable"), name="r2")
-
-
-def get_truth(adata: AnnData, truth: Truth) -> tuple[np.ndarray, list[str], str]:
-    """Return the true variables named by an ``obsm`` key (or given as an array), their names and a label."""
-    if isinstance(truth, str):
-        if truth not in adata.obsm:
-            available = ", ".join(repr(k) for k in adata.obsm) or "none"
-            raise KeyError(
-                f"truth={truth!r} is not in adata.obsm (available: {available}). Simulated data from "
-                "cellsae_kit.datasets.simulate keeps its true programs in obsm['true_programs']; or pass a "
-                "cells x variables array."
-            )
-        values, names = check_truth(adata.obsm[truth], adata.n_obs, f"adata.obsm[{truth!r}]")
-        return values, names, truth
-    values, names = check_truth(truth, adata.n_obs)
-    return values, names, "array"
 
 
 def factor_key(adata: AnnData, key: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from .. import get
 from .._docs import doc_params
 from ..models import FitConfig, fit
 from ._input import get_input
@@ -20,14 +21,14 @@ def sae(
     use_rep: str | None = None,
     *,
     layer: str | None = None,
-    n_features: int = 512,
-    k: int = 16,
-    activation: str = "topk",
+    n_features: int | str = "auto",
+    k: int | str = "auto",
+    activation: str = "auto",
     l1_coef: float = 0.05,
-    n_epochs: int | None = None,
-    batch_size: int = 1024,
-    lr: float | None = None,
-    validation_fraction: float = 0.1,
+    n_epochs: int | str | None = "auto",
+    batch_size: int | str = "auto",
+    lr: float | str | None = "auto",
+    validation_fraction: float | str = "auto",
     loadings: str | None = None,
     key_added: str = "sae",
     random_state: int = 0,
@@ -43,7 +44,18 @@ def sae(
     An SAE rewrites each cell as a few active *features* out of a large dictionary; each feature is a direction
     in the representation (and, through a linear map, a gene program). Training uses the modern recipes:
     centring on the data mean, unit-norm decoder rows, AuxK and resampling against dead features, a learning
-    rate scaled to the dictionary size with warm-up and decay, and early stopping on held-out cells.
+    rate scaled to the dictionary size with warm-up and decay, and the best epoch on held-out cells kept.
+
+    The defaults (``"auto"``) are derived from the number of cells and the input dimension ``d``
+    (:func:`cellsae_kit.models.resolve`; the table they come from is written by ``benchmarks/defaults.py``): a
+    BatchTopK SAE with ``k = min(32, d / 2)`` active features per cell and a dictionary of ``8 k`` features, both
+    made smaller when there are fewer than 8 training cells per feature; batches of about 1/32 of the cells (32
+    to 1024); 4,000 steps (2 to 300 epochs) at a learning rate of ``4e-3`` (lower above 256 features) without
+    early stopping; a validation set of 10% of the cells but at least 50. The chosen values are stored in
+    ``uns[key]["params"]`` and the rule of each in ``uns[key]["params"]["rules"]``. An explicit value is used as
+    given, with a warning when it does not fit the data (``k`` at or above the input dimension, more features
+    than training cells, a validation set of a handful of cells, thousands of epochs).
+    :func:`cellsae_kit.tl.sae_sweep` compares settings when the defaults are in doubt.
 
     Data larger than memory is streamed from disk: pass an AnnData opened with
     ``scanpy.read_h5ad(path, backed="r")`` (anndata keeps its ``X`` on disk) or the path of an ``.h5ad`` file or a
@@ -142,7 +154,8 @@ def sae(
     if data.is_expression:
         metadata["var_names"] = (adata.mod[data.mod] if data.mod else adata).var_names.tolist()
     extra = {name: value for name, value in fit_kwargs.items() if name not in given}
-    result = fit(data.X, config, progress=progress, input_name=data.name, metadata=metadata, **extra)
+    kind = "expression" if data.is_expression else "joint" if get.is_mudata(adata) and data.mod is None else "embedding"
+    result = fit(data.X, config, progress=progress, input_name=data.name, input_kind=kind, metadata=metadata, **extra)
     if result.codes is None:  # another process under torchrun: rank 0 holds the results
         return None
     # Everything succeeded: only now touch the user's object.

@@ -27,7 +27,7 @@ def test_cli_stored_params_and_config_are_one_set_of_options():
     assert _cli_options(parser()) == options
     # every option is stored (each has a value after the fit), beside what describes the input
     assert options <= stored
-    assert stored - options == {"use_rep", "n_inputs", "loadings"}
+    assert stored - options == {"use_rep", "n_inputs", "loadings", "rules"}
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,10 @@ def test_cli_derives_types_choices_and_aliases_from_the_config():
     add_fit_options(p)
     args = p.parse_args(["--k", "4", "--epochs", "3", "--seed", "2", "--activation", "relu", "--no-resample"])
     assert (args.k, args.n_epochs, args.random_state, args.activation, args.resample) == (4, 3, 2, "relu", False)
-    assert p.parse_args([]).lr is None
+    assert p.parse_args([]).lr == "auto"
+    assert (p.parse_args(["--lr", "3e-3"]).lr, p.parse_args(["--n-features", "auto"]).n_features) == (3e-3, "auto")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--k", "four"])
     with pytest.raises(SystemExit):
         p.parse_args(["--activation", "gelu"])
 

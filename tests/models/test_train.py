@@ -6,7 +6,7 @@ import torch
 from scipy import sparse
 from scipy.optimize import minimize
 
-from cellsae_kit.models import default_lr, fit, fvu, geometric_median
+from cellsae_kit.models import auto_lr, fit, fvu, geometric_median
 from cellsae_kit.models._train import _schedule, split
 from tests.conftest import sparse_dictionary_data
 
@@ -56,7 +56,7 @@ def test_sparse_input_trains_like_dense():
 
 def test_decoder_rows_stay_unit_norm_and_history_is_complete():
     X, _, _ = sparse_dictionary_data(n_cells=300)
-    result = fit(X, **FAST)
+    result = fit(X, validation_fraction=0.1, **FAST)
     norms = result.model.W_dec.detach().norm(dim=1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
     n = result.metrics["n_epochs"]
@@ -102,7 +102,8 @@ def test_features_stay_alive_on_anisotropic_data():
     # PCA-like coordinates: variance falls by 100x along the axes; random init would leave features dead
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(800, 20)) * np.logspace(1, -1, 20)).astype(np.float32)
-    data, rand = (fit(X, n_features=128, k=4, n_epochs=100, init=i, progress=False).metrics for i in ("data", "random"))
+    options = {"n_features": 128, "k": 4, "n_epochs": 100, "activation": "topk", "batch_size": 1024, "progress": False}
+    data, rand = (fit(X, init=i, **options).metrics for i in ("data", "random"))
     assert rand["dead_fraction"] > 0.1
     assert data["dead_fraction"] < 0.05
     assert data["fvu_validation"] < rand["fvu_validation"]
@@ -123,7 +124,7 @@ def test_geometric_median_matches_numerical_optimum():
 def test_centre_initialises_decoder_bias(center):
     X, _, _ = sparse_dictionary_data(n_cells=300)
     X = X + 5
-    model = fit(X, center=center, **(FAST | {"n_epochs": 1, "lr": 1e-12})).model
+    model = fit(X, center=center, validation_fraction=0.1, **(FAST | {"n_epochs": 1, "lr": 1e-12})).model
     centre = model.b_dec.detach().numpy() / float(model.input_scale)
     expected = {"mean": X[np.sort(split(300, 0.1, np.random.default_rng(0))[0])].mean(0), "none": np.zeros(20)}
     if center in expected:
@@ -133,8 +134,8 @@ def test_centre_initialises_decoder_bias(center):
 
 
 def test_learning_rate_heuristic_and_schedule():
-    assert default_lr(2**14) == pytest.approx(2e-4)
-    assert default_lr(2**12) == pytest.approx(4e-4)
+    assert auto_lr(256) == pytest.approx(4e-3)
+    assert auto_lr(1024) == pytest.approx(2e-3)  # larger dictionaries learn slower
     factor = _schedule(100, warmup_fraction=0.1, decay_fraction=0.2)
     assert factor(0) == pytest.approx(0.1)
     assert factor(50) == 1.0

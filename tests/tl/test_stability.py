@@ -8,7 +8,7 @@ from scipy.spatial.distance import cdist
 
 import cellsae_kit as csk
 from cellsae_kit.models import fit
-from cellsae_kit.tl._stability import activation_correlations, compare_runs, match_activations, match_features
+from cellsae_kit.tl._compare import activation_correlations, compare_runs, match_activations, match_features
 from tests.conftest import assert_unchanged, snapshot
 
 SMALL = {"n_features": 16, "k": 4, "n_epochs": 5, "progress": False}

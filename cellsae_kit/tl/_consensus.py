@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .. import get
 from .._docs import doc_params
-from ..models import FitConfig, fit
+from ..models import FitConfig, fit, resolve
 from ._input import get_input
 from ._shared import check_seeds, match_features, unit_rows
 
@@ -199,8 +199,9 @@ def consensus(
     *,
     layer: str | None = None,
     n_runs: int = 10,
-    n_features: int = 512,
-    k: int = 16,
+    n_features: int | str = "auto",
+    k: int | str = "auto",
+    activation: str = "relu",
     n_neighbors: int | None = None,
     density_threshold: float = DENSITY_THRESHOLD,
     refit: Refit = "encoder",
@@ -234,9 +235,15 @@ def consensus(
     n_runs
         SAEs to pool.
     n_features
-        Size of each run's dictionary and of the consensus dictionary.
+        Size of each run's dictionary and of the consensus dictionary; ``"auto"``: half the default of :func:`sae`
+        for these data (at least 8).
     k
-        Active features per cell (see :func:`sae`).
+        Active features per cell (see :func:`sae`), for ``activation="topk"`` or ``"batchtopk"``.
+    activation
+        ``"relu"`` (the default: ReLU with an L1 penalty, ``l1_coef``), ``"topk"``, ``"batchtopk"`` or ``"auto"``.
+        On pbmc68k_reduced two consensus SAEs from disjoint seed sets share 94% of their features at decoder
+        cosine >= 0.9 with the defaults (ReLU, 32 features), 77% with ReLU and 64 features and 44% with BatchTopK
+        and 64 features (``benchmarks/defaults.py``).
     n_neighbors
         Neighbours of the density filter; default 30% of the runs, as in cNMF.
     density_threshold
@@ -286,8 +293,13 @@ def consensus(
             raise TypeError(f"{name} is set by consensus itself (through refit=); leave it out.")
     n_neighbors = check_filter(n_neighbors, density_threshold, n_runs)
     options = {name: value for name, value in sae_kwargs.items() if name != "loadings"}
-    config = FitConfig.make(n_features=n_features, k=k, random_state=random_state, device=device, **options)
     data = get_input(adata, use_rep, layer)
+    if n_features == "auto":  # the directions that many runs agree on are fewer than one run's features
+        n_features = max(8, resolve(FitConfig(), *data.X.shape)[0].n_features // 2)
+    config = FitConfig.make(
+        n_features=n_features, k=k, activation=activation, random_state=random_state, device=device, **options
+    )
+    config, _ = resolve(config, *data.X.shape)  # every run, and the consensus, has the same size
     seeds = [random_state + i for i in range(n_runs)]
     decoders, runs = [], []
     for seed in tqdm(seeds, desc="consensus: training runs", unit="run", disable=not progress):
@@ -297,7 +309,11 @@ def consensus(
         runs.append({"seed": seed, **{m: result.metrics[m] for m in ("fvu_validation", "l0", "dead_fraction")}})
         runs[-1]["n_live"] = int(live.sum())
     found = consensus_dictionary(
-        decoders, n_features, n_neighbors=n_neighbors, density_threshold=density_threshold, random_state=random_state
+        decoders,
+        config.n_features,
+        n_neighbors=n_neighbors,
+        density_threshold=density_threshold,
+        random_state=random_state,
     )
     from .. import tl  # the public tool (importing it at the top would be circular)
 
@@ -316,7 +332,7 @@ def consensus(
     stored = get.sae(target, key_added)
     # The stored features: the consensus itself, or where fine-tuning took it from there.
     scores = support_scores(stored.decoder, decoders)
-    scores["cluster_size"] = np.bincount(found.labels[found.labels >= 0], minlength=n_features)
+    scores["cluster_size"] = np.bincount(found.labels[found.labels >= 0], minlength=config.n_features)
     stored.add_features(scores)
     entry = stored.entry
     entry["params"]["consensus"] = {

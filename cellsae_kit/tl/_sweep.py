@@ -364,9 +364,6 @@ def sae_sweep(
     True
     """
     data = get_input(adata, use_rep, layer)
-    for name in ("random_state", "key_added", "copy", "use_rep", "layer"):
-        if name in sae_kwargs:
-            raise TypeError(f"{name} is an argument of sae_sweep itself; pass it once.")
     unknown = set(sae_kwargs) - set(FitConfig.options()) - {"loadings"}
     if unknown:
         raise TypeError(

@@ -84,7 +84,15 @@ def test_consensus_stores_like_sae_with_the_decoder_held(pbmc, tmp_path):
     # the same runs and pooling by hand: the stored decoder is that consensus dictionary, unchanged by the refit
     decoders = []
     for seed in range(3):
-        run = fit(pbmc.obsm["X_pca"], n_features=8, k=2, n_epochs=10, random_state=seed, device="cpu", progress=False)
+        run = fit(
+            pbmc.obsm["X_pca"],
+            n_features=8,
+            activation="relu",
+            n_epochs=10,
+            random_state=seed,
+            device="cpu",
+            progress=False,
+        )
         decoders.append(run.model.W_dec.detach().double().numpy()[np.diff(run.codes.tocsc().indptr) > 0])
     expected = consensus_dictionary(decoders, 8, density_threshold=2.0).dictionary
     np.testing.assert_allclose(entry["weights"]["W_dec"], expected, atol=1e-6)

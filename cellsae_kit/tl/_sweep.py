@@ -118,6 +118,14 @@ def sweep_runs(
     return pd.DataFrame(rows)
 
 
+def _params(use_rep: str, layer: str | None, n_seeds: int, random_state: int, sae_kwargs: dict) -> dict:
+    """Return what a sweep stores of its call (the options that h5ad can hold)."""
+    plain = {name: value for name, value in sae_kwargs.items() if isinstance(value, int | float | str | bool)}
+    return {"use_rep": use_rep, "n_seeds": int(n_seeds), "random_state": int(random_state), **plain} | (
+        {"layer": layer} if layer else {}
+    )
+
+
 def check_sizes(sizes: Sequence[int]) -> list[int]:
     """Check dictionary sizes: distinct positive integers, returned in increasing order."""
     values = [sizes] if np.isscalar(sizes) else list(sizes)
@@ -216,14 +224,8 @@ def stability_sweep(
     adata = adata.copy() if copy else adata
     adata.uns[key_added] = {
         "sweep": table,
-        "params": {
-            "use_rep": data.use_rep,
-            "n_seeds": int(n_seeds),
-            "random_state": int(random_state),
-            "thresholds": np.asarray(check_thresholds(thresholds)),
-            **{name: value for name, value in sae_kwargs.items() if isinstance(value, int | float | str | bool)},
-        }
-        | ({"layer": layer} if layer else {}),
+        "params": _params(data.use_rep, layer, n_seeds, random_state, sae_kwargs)
+        | {"thresholds": np.asarray(check_thresholds(thresholds))},
     }
     return adata if copy else None
 
@@ -419,13 +421,7 @@ def sae_sweep(
     target.uns[f"{key_added}_sweep"] = {
         "sweep": table,
         "rule": RECOMMEND_RULE,
-        "params": {
-            "use_rep": data.use_rep,
-            "n_seeds": int(n_seeds),
-            "random_state": int(random_state),
-            **({"truth": truth} if isinstance(truth, str) else {}),
-            **{name: value for name, value in sae_kwargs.items() if isinstance(value, int | float | str | bool)},
-        }
-        | ({"layer": layer} if layer else {}),
+        "params": _params(data.use_rep, layer, n_seeds, random_state, sae_kwargs)
+        | ({"truth": truth} if isinstance(truth, str) else {}),
     }
     return target if copy else None

@@ -4,7 +4,6 @@ from ._autoencoder import Autoencoder, AutoencoderResult, fit_autoencoder
 from ._config import FitConfig
 from ._data import ChunkedRows
 from ._defaults import (
-    RULES,
     auto_batch_size,
     auto_k,
     auto_lr,
@@ -22,7 +21,6 @@ from ._train import FitResult, check_data, fit, geometric_median, resolve_device
 __all__ = [
     "ACTIVATIONS",
     "DENSE_THRESHOLD",
-    "RULES",
     "Autoencoder",
     "AutoencoderResult",
     "ChunkedRows",

@@ -69,7 +69,7 @@ def sweep_runs(
     thresholds
         Cosines at which a matched feature counts as shared.
     truth
-        Cells x known variables: adds each run's median best |r| (``median_best_abs_r``).
+        Cells x known variables: adds each run's median best ``|r|`` (``median_best_abs_r``).
     n_jobs
         Runs trained at the same time, in separate processes (joblib); each gets a share of the CPU cores.
     progress
@@ -307,7 +307,7 @@ def sae_sweep(
     Answers "how many features, how sparse?" the way cNMF chooses its number of programs: every combination of
     ``n_features``, ``k`` and ``activation`` is trained ``n_seeds`` times with different seeds; each setting gets
     its validation FVU, L0, dead fraction and cross-seed stability (the fraction of features two runs share, as
-    in :func:`stability`), and with ``truth`` the recovery of known variables (median best |r|, as in
+    in :func:`stability`), and with ``truth`` the recovery of known variables (median best ``|r|``, as in
     :func:`recovery`). The recommended setting follows a rule that never looks at the truth: the lowest
     validation FVU among settings whose features are alive (dead fraction at most 0.2); of the settings within
     5% of that FVU, the one whose features come back best with another seed (highest mean matched decoder

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from cellsae_kit.models import (
-    RULES,
     FitConfig,
     auto_batch_size,
     auto_k,
@@ -15,6 +14,7 @@ from cellsae_kit.models import (
     fit,
     resolve,
 )
+from cellsae_kit.models._defaults import RULES
 
 
 @pytest.mark.parametrize(

@@ -242,8 +242,8 @@ def consensus(
     activation
         ``"relu"`` (the default: ReLU with an L1 penalty, ``l1_coef``), ``"topk"``, ``"batchtopk"`` or ``"auto"``.
         On pbmc68k_reduced two consensus SAEs from disjoint seed sets share 94% of their features at decoder
-        cosine >= 0.9 with the defaults (ReLU, 32 features), 77% with ReLU and 64 features and 44% with BatchTopK
-        and 64 features (``benchmarks/defaults.py``).
+        cosine >= 0.9 with the defaults (ReLU, 32 features; ``benchmarks/defaults.py``); in a separate run with
+        the same seeds, 77% with ReLU and 64 features and 44% with BatchTopK and 64 features.
     n_neighbors
         Neighbours of the density filter; default 30% of the runs, as in cNMF.
     density_threshold

@@ -406,7 +406,6 @@ def sae_sweep(
 
     target = adata.copy() if copy else adata
     if refit:
-        best = {name: settings[chosen][name] for name in settings[chosen]}
         tl.sae(
             target,
             use_rep,
@@ -415,7 +414,7 @@ def sae_sweep(
             random_state=random_state,
             device=device,
             progress=progress,
-            **best,
+            **settings[chosen],
             **sae_kwargs,
         )
     target.uns[f"{key_added}_sweep"] = {

@@ -40,8 +40,9 @@ FULL = {"n_cells": 10_000, "n_genes": 2_000, "sizes": [80, 150], "seeds": [0, 1,
 QUICK = {"n_cells": 2_000, "n_genes": 500, "sizes": [80], "seeds": [0], "n_epochs": 10}
 RULE_CHANGES = [
     ("k=16 instead of 32", {"k": 16}),
-    ("128 features instead of 256 (auto k follows: 16)", {"n_features": 128}),
-    ("512 features instead of 256 (auto k stays 32)", {"n_features": 512}),
+    ("128 features instead of 256 (k stays 32)", {"n_features": 128}),
+    ("128 features and k=16", {"n_features": 128, "k": 16}),
+    ("512 features instead of 256", {"n_features": 512}),
     ("TopK instead of BatchTopK", {"activation": "topk"}),
     ("early stopping (patience 10 epochs)", {"patience": 10}),
 ]

@@ -49,7 +49,8 @@ def sae(
     The defaults (``"auto"``) are derived from the number of cells and the input dimension ``d``
     (:func:`cellsae_kit.models.resolve`; the table they come from is written by ``benchmarks/defaults.py``): a
     BatchTopK SAE with ``k = min(32, d / 2)`` active features per cell and a dictionary of ``8 k`` features, both
-    made smaller when there are fewer than 8 training cells per feature; batches of about 1/32 of the cells (32
+    made smaller when there are fewer than 8 training cells per feature, and fewer features for an input of
+    under ~25 dimensions (at most ``d^2 / 8``); batches of about 1/32 of the cells (32
     to 1024); 4,000 steps (2 to 300 epochs) at a learning rate of ``4e-3`` (lower above 256 features) without
     early stopping; a validation set of 10% of the cells but at least 50. The chosen values are stored in
     ``uns[key]["params"]`` and the rule of each in ``uns[key]["params"]["rules"]``. An explicit value is used as

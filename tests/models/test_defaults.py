@@ -25,8 +25,10 @@ from cellsae_kit.models._defaults import RULES
         (10_000, 150, {"n_features": 256, "k": 32, "batch_size": 256, "n_epochs": 112, "lr": 4e-3}),
         # pbmc68k_reduced's X_pca: one feature per 8 training cells, a feature on in about 1 cell in 8
         (700, 50, {"n_features": 64, "k": 8, "batch_size": 32, "n_epochs": 200, "validation_fraction": 0.1}),
-        # krumsiek11: 11 genes, so k stays well below 11
-        (640, 11, {"n_features": 32, "k": 4, "batch_size": 32}),
+        # krumsiek11: 11 genes, so k stays well below 11, and a small dictionary for a small input
+        (640, 11, {"n_features": 16, "k": 5, "batch_size": 32}),
+        # 16 dimensions: 8 x k would be 64 features, the small-input rule keeps 32
+        (10_000, 16, {"n_features": 32, "k": 8}),
         # a couple of hundred cells: a small dictionary, a validation set of 50 cells, at most 300 epochs
         (200, 30, {"n_features": 16, "k": 2, "validation_fraction": 0.25, "n_epochs": 300}),
         # a million cells: large batches, a few epochs
@@ -57,7 +59,10 @@ def test_single_rules():
     assert auto_validation_fraction(20) == 0.25
     assert auto_n_features(100, 50) == 16  # never below 16
     assert auto_n_features(10**8, 10**4) == 256  # 8 x k with k = 32
-    assert auto_k(2, 16) == 1 and auto_k(3, 64) == 1
+    assert auto_k(100, 2) == 1 and auto_k(100, 64, n_features=2) == 1
+    assert auto_k(100, 64) == 2 and auto_k(250, 64) == 4  # one per 64 training cells, at least 2 (16 features)
+    assert auto_k(10**6, 150, n_features=512) == 32 and auto_k(10**6, 150, n_features=16) == 8
+    assert auto_n_features(10**6, 11) == 16 and auto_n_features(10**6, 24) == 64  # input dimension^2 / 8
     assert auto_batch_size(10) == 32 and auto_batch_size(10**7) == 1024
     assert auto_lr(64) == 4e-3 and auto_lr(4096) == pytest.approx(1e-3)
     assert auto_n_epochs(10, 32) == 300 and auto_n_epochs(10**7, 1024) == 2
@@ -76,13 +81,14 @@ def _data(n_cells, n_inputs, seed=0):
 
 def test_fit_stores_the_rule_beside_each_derived_value():
     result = fit(_data(300, 12), n_epochs=3, progress=False)
-    assert result.params["n_features"] == auto_n_features(250, 12) and result.params["k"] == auto_k(12, 32)
+    assert result.params["n_features"] == auto_n_features(250, 12) == 16
+    assert result.params["k"] == auto_k(250, 12, 16) == 4
     assert result.params["rules"]["n_features"] == RULES["n_features"] and "n_epochs" not in result.params["rules"]
     assert len(result.validation_indices) == 50
 
 
 def test_k_at_or_above_the_input_dimension_warns_with_the_better_k():
-    with pytest.warns(UserWarning, match=r"k=16 active features per cell for an input of 11 dimensions.*pass k=4"):
+    with pytest.warns(UserWarning, match=r"k=16 active features per cell for an input of 11 dimensions.*pass k=5"):
         fit(_data(640, 11), n_features=64, k=16, n_epochs=2, progress=False)
 
 

@@ -11,7 +11,7 @@ CACHE := book/_build/.jupyter_cache
 # apt-get needs root; elsewhere it goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test book book-check lint format clean
+.PHONY: test test-latest book book-check lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,22 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	if [ -f $(BOOK_HTML) ]; then $(MAKE) book-check; fi
+
+# The newest releases of every dependency on Python 3.12, no constraints (torch: what pip takes on this platform):
+# the unit tests and doctests, so that a new user's install is tested as well as our pins.
+LATEST := .venv-latest
+# the first Python 3.12 that runs: pyenv's (whose shim refuses while 3.11 is the global version), else PATH's
+LATEST_PYTHON ?= $(shell for p in $(HOME)/.pyenv/versions/3.12*/bin/python3.12 $$(command -v python3.12); do \
+	"$$p" -c '' 2>/dev/null && echo "$$p" && break; done)
+$(LATEST)/.installed: pyproject.toml
+	@test -n "$(LATEST_PYTHON)" || { echo "make test-latest needs Python 3.12 (set LATEST_PYTHON=/path/to/python3.12)"; exit 1; }
+	test -x $(LATEST)/bin/python || $(LATEST_PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e ".[test]"
+	touch $@
+
+test-latest: $(LATEST)/.installed
+	$(LATEST)/bin/python -m pip list --format=freeze 2>/dev/null | grep -iE '^(anndata|mudata|muon|scanpy|decoupler|numpy|pandas|scipy|torch)=='
+	$(LATEST)/bin/python -m pytest tests cellsae_kit -o addopts="--import-mode=importlib -ra --doctest-modules"
 
 # The execution cache knows the notebooks, not the package: a changed module re-runs every notebook.
 book: $(STAMP)
@@ -45,4 +61,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) book/_build book/tutorials .pytest_cache
+	rm -rf $(VENV) $(LATEST) book/_build book/tutorials .pytest_cache

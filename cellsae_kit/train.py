@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from . import get
+from ._atomic import atomic_path, same_file
 from .models import FitConfig, save
 from .tl import sae
 
@@ -142,6 +143,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         config = FitConfig(**{name: getattr(args, name) for name in FitConfig.options()})
     except (TypeError, ValueError) as error:
         cli.error(str(error))  # exits with the usage line, as argparse does for its own checks
+    output = (
+        args.output
+        if args.output.suffix == ".safetensors"
+        else args.output.with_name(args.output.name + ".safetensors")
+    )
+    for name, path in (("--output", output), ("--activations", args.activations)):
+        if path is not None and same_file(path, args.input):
+            cli.error(f"{name} {path} is the input file; write the results to a new path.")
+    if args.activations is not None and args.activations.suffix not in (".h5ad", ".zarr"):
+        cli.error(f"--activations {args.activations} must end in .h5ad or .zarr (the format to write).")
+    if args.activations is not None and same_file(args.activations, output):
+        cli.error("--activations and --output name the same file; give each its own path.")
     started_group = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -165,12 +178,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         if rank != 0:
             return {}
         stored = get.sae(target, args.key_added)
-        save(stored.model, args.output)
-        if args.activations is not None:
-            if args.activations.suffix == ".zarr":
-                target.write_zarr(args.activations)
-            else:
-                target.write_h5ad(args.activations)
+        if args.activations is not None:  # each file appears complete under its name, or not at all
+            with atomic_path(args.activations) as tmp:
+                target.write_zarr(tmp) if args.activations.suffix == ".zarr" else target.write_h5ad(tmp)
+        save(stored.model, output)
         return {name: float(value) for name, value in stored.metrics.items()} | {"world_size": float(world)}
     finally:
         if started_group:

@@ -26,6 +26,7 @@ import pooch
 from tqdm.auto import tqdm
 
 from .._docs import doc_params
+from ._mudata import make_mudata
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -156,6 +157,7 @@ def _load(remote: Remote, path: str | Path | None, cache_dir: str | Path | None,
         return _read_local(Path(path).expanduser(), remote, cache_dir, progress)
 
     folder = cache_folder(cache_dir)
+    _remove_orphans(folder)
     target = folder / remote.file.removesuffix(".gz")
     record = target.with_name(target.name + ".sha256.json")
     if target.exists():
@@ -163,7 +165,7 @@ def _load(remote: Remote, path: str | Path | None, cache_dir: str | Path | None,
         return to_mudata(_read_h5ad(target, remote), remote, str(target))
 
     url = (os.environ.get(URL_ENV) or BASE_URL).rstrip("/") + "/" + remote.file
-    recorded = json.loads(record.read_text()) if record.exists() else {}
+    recorded = _read_record(record) if record.exists() else {}
     downloaded = _download(url, folder, remote, recorded, record, progress)
     try:
         with _temporary(folder) as tmp:
@@ -246,8 +248,6 @@ def to_mudata(adata: ad.AnnData, remote: Remote, where: str) -> MuData:
     >>> list(to_mudata(AnnData(x, obs=obs, var=var, layers={"counts": x}), CITE, "my file").mod)
     ['rna', 'prot']
     """
-    from mudata import MuData, set_options
-
     expected = list(remote.modalities)
     if "feature_types" not in adata.var.columns:
         raise ValueError(
@@ -284,18 +284,11 @@ def to_mudata(adata: ad.AnnData, remote: Remote, where: str) -> MuData:
             adata.X[:, columns],
             obs=pd.DataFrame(index=adata.obs_names),
             var=adata.var.iloc[columns].copy(),
-            layers={key: value[:, columns] for key, value in adata.layers.items()},
+            # anndata 0.13 lists X as layers[None]; it is passed on as X
+            layers={key: value[:, columns] for key, value in adata.layers.items() if key is not None},
             varm={key: np.asarray(value)[columns] for key, value in adata.varm.items()},
         )
-    try:
-        # Keep mudata 0.3 from announcing that it will stop copying modality columns into obs: we set obs here.
-        options = set_options(pull_on_update=False)
-    except ValueError:  # newer mudata no longer has (or needs) the option
-        options = contextlib.nullcontext()
-    with options, warnings.catch_warnings():
-        # A gene and its protein share a name (CD4): normal across MuData modalities, not a problem to report.
-        warnings.filterwarnings("ignore", "var_names are not unique", UserWarning)
-        mdata = MuData(mods)
+    mdata = make_mudata(mods)  # obs is set here, below
     for column in adata.obs.columns:
         mdata.obs[column] = adata.obs[column].values
     for key, value in adata.obsm.items():
@@ -377,7 +370,7 @@ def _check_cached(target: Path, record: Path, remote: Remote, progress: bool) ->
         entry = {"file": target.name, "sha256": sha256, "recorded": datetime.now(UTC).isoformat(timespec="seconds")}
         _write_atomic(record, json.dumps(entry, indent=2) + "\n")
         return
-    expected = json.loads(record.read_text()).get("sha256")
+    expected = _read_record(record).get("sha256")
     if sha256 != expected:
         raise ValueError(
             f"The cached file {target} has changed since it was downloaded (its SHA256 is {sha256}, {record} "
@@ -431,15 +424,51 @@ def _sha256(path: Path, progress: bool) -> str:
     return digest.hexdigest()
 
 
+def _read_record(record: Path) -> dict:
+    """Read a checksum record; a damaged one gets an error that says how to start afresh."""
+    try:
+        entry = json.loads(record.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise ValueError(
+            f"The checksum record {record} is damaged ({err}); delete it (rm '{record}') and load the data again "
+            "(the cached file is then checked anew and a new record written)."
+        ) from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"The checksum record {record} holds no record; delete it and load the data again.")
+    return entry
+
+
 @contextlib.contextmanager
 def _temporary(folder: Path) -> Iterator[Path]:
-    """Yield a temporary file name in ``folder``; the file is removed on exit unless it was renamed."""
-    handle, name = tempfile.mkstemp(dir=folder, prefix=".partial-")
+    """Yield a temporary file name in ``folder``; the file is removed on exit unless it was renamed.
+
+    The name carries the process id, so that files of a process killed while writing (SIGKILL runs no clean-up)
+    are recognised and removed by the next call (:func:`_remove_orphans`).
+    """
+    handle, name = tempfile.mkstemp(dir=folder, prefix=f".partial-{os.getpid()}-")
     os.close(handle)
     try:
         yield Path(name)
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Delete the temporary files of processes that no longer run (killed while downloading or decompressing)."""
+    for path in folder.glob(".partial-*"):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit() or not _running(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from ._mudata import make_mudata
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -228,15 +229,7 @@ def simulate(
     if len(mods) == 1:
         return next(iter(mods.values()))
 
-    from mudata import MuData, set_options
-
-    try:
-        # Keep mudata 0.3 from announcing that it will stop copying modality columns into obs: we set obs here.
-        options = set_options(pull_on_update=False)
-    except ValueError:  # newer mudata no longer has (or needs) the option
-        options = contextlib.nullcontext()
-    with options:
-        mdata = MuData(mods)
+    mdata = make_mudata(mods)  # obs is set here, below
     for column in obs:
         mdata.obs[column] = obs[column].values  # .values keeps a categorical a categorical
     _annotate(mdata, truth, uns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from anndata import AnnData
 from mudata import MuData
@@ -110,6 +111,9 @@ def modality_name(adata: AnnData | MuData, genes: AnnData) -> str | None:
     return next(name for name, m in adata.mod.items() if m is genes)
 
 
+MAX_NUMERIC_GROUPS = 100  # integer cluster labels are groups; more distinct numbers than this are a measurement
+
+
 def groups(adata: AnnData, groupby: str) -> pd.Series:
     """Return the categorical ``obs[groupby]`` column; a clear error when it is missing or incomplete.
 
@@ -127,4 +131,14 @@ def groups(adata: AnnData, groupby: str) -> pd.Series:
         raise ValueError(
             f"adata.obs[{groupby!r}] has {int(values.isna().sum())} missing values; fill them or subset the cells."
         )
-    return values.astype("category") if not isinstance(values.dtype, pd.CategoricalDtype) else values
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    n_unique = values.nunique()
+    if numeric and (n_unique > MAX_NUMERIC_GROUPS or not np.allclose(values, np.round(values))):
+        raise ValueError(
+            f"adata.obs[{groupby!r}] is a continuous number ({n_unique} distinct values), not groups of cells; "
+            "choose a categorical column (cell types, clusters) or bin it first, e.g. "
+            f"adata.obs['{groupby}_bins'] = pd.qcut(adata.obs[{groupby!r}], 5)."
+        )
+    return values.astype("category")

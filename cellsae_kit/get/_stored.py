@@ -12,7 +12,7 @@ from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
-from ..models import FitConfig, SparseAutoencoder
+from ..models import FitConfig, SparseAutoencoder, check_sparse
 from ._anndata import check_adata, genes
 
 MODEL_FIELDS = ("n_inputs", "n_features", "activation", "k", "l1_coef")
@@ -67,8 +67,44 @@ def codes(adata: AnnData | MuData, key: str = "sae") -> sparse.csr_matrix:
         else:
             hint = " " + _hint(adata)
         raise KeyError(f"adata.obsm has no {name!r} (activations of an SAE stored under key={key!r}).{hint}")
+    check_key(key, "key")
     values = adata.obsm[name]
-    return sparse.csr_matrix(values) if not sparse.issparse(values) or values.format != "csr" else values
+    if hasattr(values, "to_numpy"):  # a DataFrame
+        values = values.to_numpy()
+    if not (sparse.issparse(values) or isinstance(values, np.ndarray)) or np.ndim(values) != 2:
+        raise TypeError(f"adata.obsm[{name!r}] is a {type(values).__name__}; SAE activations are a 2-D matrix.")
+    if not np.issubdtype(values.dtype, np.number) or values.dtype == bool:
+        raise TypeError(f"adata.obsm[{name!r}] has dtype {values.dtype}; SAE activations are numbers.")
+    if sparse.issparse(values):
+        check_sparse(values, f"adata.obsm[{name!r}]")
+    values = sparse.csr_matrix(values) if not sparse.issparse(values) or values.format != "csr" else values
+    stored = values.data
+    if stored.size and not (np.isfinite(stored).all() and stored.min() >= 0):
+        raise ValueError(
+            f"adata.obsm[{name!r}] has NaN, infinite or negative values, which SAE activations never have; it was "
+            f"changed after training. Encode the cells again with cellsae_kit.tl.encode(adata, key={key!r})."
+        )
+    return values
+
+
+def check_key(key: object, name: str = "key_added") -> str:
+    """Return ``key`` if it can name stored results (a non-empty string without ``/``), else a clear error.
+
+    Examples
+    --------
+    >>> from cellsae_kit.get import check_key
+    >>> check_key("sae")
+    'sae'
+    >>> check_key(5)
+    Traceback (most recent call last):
+    ...
+    TypeError: key_added=5 must be a string such as 'sae' (it names the keys of obsm, varm and uns).
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"{name}={key!r} must be a string such as 'sae' (it names the keys of obsm, varm and uns).")
+    if not key or "/" in key:
+        raise ValueError(f"{name}={key!r} must be a non-empty name without '/' (h5ad and zarr files use '/' as paths).")
+    return key
 
 
 def sae(adata: AnnData | MuData, key: str = "sae") -> StoredSAE:

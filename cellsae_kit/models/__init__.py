@@ -1,6 +1,7 @@
 """The SAE engine: pure torch/numpy, no AnnData."""
 
 from ._autoencoder import Autoencoder, AutoencoderResult, fit_autoencoder
+from ._check import as_float32, check_data, check_sparse
 from ._config import FitConfig
 from ._data import ChunkedRows
 from ._defaults import (
@@ -16,7 +17,7 @@ from ._encode import encode_rows
 from ._io import load, save
 from ._metrics import DENSE_THRESHOLD, activation_stats, fvu, max_decoder_cosine
 from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
-from ._train import FitResult, check_data, fit, geometric_median, resolve_device
+from ._train import FitResult, fit, geometric_median, resolve_device
 
 __all__ = [
     "ACTIVATIONS",
@@ -29,6 +30,7 @@ __all__ = [
     "FitResult",
     "SparseAutoencoder",
     "activation_stats",
+    "as_float32",
     "auto_batch_size",
     "auto_k",
     "auto_lr",
@@ -36,6 +38,7 @@ __all__ = [
     "auto_n_features",
     "auto_validation_fraction",
     "check_data",
+    "check_sparse",
     "encode_rows",
     "fit",
     "fit_autoencoder",

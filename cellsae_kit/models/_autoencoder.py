@@ -12,8 +12,9 @@ from scipy import sparse
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._check import as_float32, check_data
 from ._encode import to_tensor
-from ._train import check_data, resolve_device, split
+from ._train import resolve_device, split
 
 
 class Autoencoder(nn.Module):
@@ -208,7 +209,7 @@ def fit_autoencoder(
         model.center.copy_(torch.as_tensor(center, dtype=torch.float32))
         model.scale.fill_(scale)
     model.to(device).train()
-    data = X if sparse.issparse(X) else torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+    data = X if sparse.issparse(X) else torch.as_tensor(as_float32(X), device=device)
 
     def rows(idx: np.ndarray) -> torch.Tensor:
         return data[torch.as_tensor(idx, device=device)] if torch.is_tensor(data) else to_tensor(data[idx], device)

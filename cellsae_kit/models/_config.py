@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 import types
 import typing
@@ -19,6 +20,7 @@ Center = Literal["mean", "median", "none"]
 Init = Literal["data", "random"]
 Precision = Literal["float32", "bfloat16"]
 Auto = Literal["auto"]
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def _auto(name: str) -> str:
@@ -137,7 +139,9 @@ class FitConfig:
     decay_fraction: float = _option(0.2, "Fraction of the steps, at the end, over which it decays to zero.", FRACTION)
     random_state: int = _option(
         0,
-        "Seed for initialisation, split and shuffling; CPU runs with the same seed give identical results.",
+        "Seed for initialisation, split and shuffling. CPU runs with the same seed and the same number of torch "
+        "threads (``torch.set_num_threads``) give identical results; another thread count sums in another order, "
+        "and results then agree to about 8 digits.",
         NON_NEGATIVE,
         cli=("--seed",),
     )
@@ -240,6 +244,8 @@ def _check(name: str, value: Any, bounds: tuple | None) -> Any:
     if kind is str:
         if not isinstance(value, str) and type(value).__name__ != "device":  # a torch.device is fine
             raise TypeError(f"{name}={value!r} must be a string such as 'auto', 'cpu' or 'cuda:0'.")
+        if name == "device" and not DEVICE.fullmatch(str(value)):
+            raise ValueError(f"device={str(value)!r} is not known; choose 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         return str(value)
     if kind is bool:
         if not isinstance(value, bool):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from ._check import check_sparse
 from ._encode import to_tensor
 
 MAX_CHUNK = 8192
@@ -87,6 +88,8 @@ class ChunkedRows:
             raise TypeError(f"{name} has dtype {dtype}, which is not real-valued numeric; store it as float.")
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"{name} has shape {shape}: it needs at least one cell and one dimension.")
+        if sparse.issparse(data):
+            check_sparse(data, name)
         if sparse.issparse(data) and data.format != "csr":
             data = sparse.csr_matrix(data)  # slicing rows of a CSC or COO matrix is slow or impossible
         if getattr(data, "format", "csr") == "csc":
@@ -138,8 +141,15 @@ class ChunkedRows:
 
     def read(self, start: int, stop: int) -> np.ndarray | sparse.csr_matrix:
         """Read rows ``start:stop`` in one slice, as float32 (CSR stays CSR); non-finite values raise."""
-        block = self.data[start:stop]
+        try:
+            block = self.data[start:stop]
+        except (ValueError, IndexError, OSError, RuntimeError) as err:  # h5py, zarr and scipy on damaged data
+            raise ValueError(
+                f"{self.name} cannot be read in cells {start}-{stop - 1}: the file is damaged or its sparse structure "
+                f"is malformed ({err}). Write the data again from a copy you trust."
+            ) from err
         if sparse.issparse(block):
+            check_sparse(block, f"{self.name} (cells {start}-{stop - 1})")
             block = sparse.csr_matrix(block, dtype=np.float32)
             values = block.data
         else:

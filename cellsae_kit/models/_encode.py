@@ -16,7 +16,8 @@ def to_tensor(X: np.ndarray | sparse.spmatrix, device: torch.device | str) -> to
     """Turn a dense or sparse block of cells into a float32 tensor on ``device``."""
     if sparse.issparse(X):
         X = X.toarray()
-    return torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+    # contiguous, native byte order and writable: torch refuses negative strides and swapped bytes
+    return torch.as_tensor(np.require(X, dtype=np.float32, requirements=["C", "W"]), device=device)
 
 
 def codes_to_csr(codes: Codes, n_cells: int, n_features: int) -> sparse.csr_matrix:

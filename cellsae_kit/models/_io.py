@@ -8,7 +8,9 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ._sae import SparseAutoencoder
+from .._atomic import atomic_path
+from ._sae import SparseAutoencoder, check_stored_config, check_weights
+from ._train import resolve_device
 
 FORMAT = "cellsae_kit.SparseAutoencoder/1"
 
@@ -39,7 +41,8 @@ def save(model: SparseAutoencoder, path: str | Path) -> Path:
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": FORMAT, "config": json.dumps(model.config())})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": json.dumps(model.config())})
     return path
 
 
@@ -64,13 +67,26 @@ def load(path: str | Path, *, device: str = "cpu") -> SparseAutoencoder:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No model file at {path}; pass the path that cellsae_kit.models.save returned.")
+    target = resolve_device(device)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise ValueError(
+                    f"{path} was not written by cellsae_kit.models.save (format {metadata.get('format')!r})."
+                )
+            try:
+                config = json.loads(metadata.get("config", "null"))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} has a garbled model config ({err}); write the model again.") from err
+            config = check_stored_config(config, str(path))
+            # shapes and dtypes from the header, before any weight is read into memory
+            header = {name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()}
+            check_weights(config, header, str(path))
             tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except ValueError:
+        raise
     except Exception as err:
         raise ValueError(f"{path} is not a safetensors file written by cellsae_kit ({err}).") from err
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} was not written by cellsae_kit.models.save (format {metadata.get('format')!r}).")
-    model = SparseAutoencoder.from_weights(json.loads(metadata["config"]), tensors)
-    return model.to(device).eval()
+    model = SparseAutoencoder.from_weights(config, tensors, source=str(path))
+    return model.to(target).eval()

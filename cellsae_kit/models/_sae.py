@@ -253,21 +253,93 @@ class SparseAutoencoder(nn.Module):
         return {name: t.detach().cpu().float().numpy().copy() for name, t in self.state_dict().items()}
 
     @classmethod
-    def from_weights(cls, config: dict[str, Any], weights: dict[str, Any]) -> SparseAutoencoder:
-        """Build a model from :meth:`config` and :meth:`weights` output, checking every shape."""
-        model = cls(**config)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(weights))
-        if missing:
-            raise ValueError(f"The stored SAE weights lack {missing}; the model cannot be rebuilt.")
+    def from_weights(
+        cls, config: dict[str, Any], weights: dict[str, Any], source: str = "the stored SAE"
+    ) -> SparseAutoencoder:
+        """Build a model from :meth:`config` and :meth:`weights` output, checking the config and every weight.
+
+        Shapes are checked against the config before the model is allocated, and every weight must be a finite
+        float array (a positive ``input_scale``), so a tampered record is refused rather than trusted.
+        """
+        config = check_stored_config(config, source)
+        check_weights(config, {name: (np.asarray(w).dtype, np.shape(w)) for name, w in weights.items()}, source)
         state = {}
-        for name, ref in expected.items():
-            value = torch.as_tensor(np.asarray(weights[name], dtype=np.float32))
-            if value.shape != ref.shape:
-                raise ValueError(f"Stored weight {name!r} has shape {tuple(value.shape)}, expected {tuple(ref.shape)}.")
-            state[name] = value
+        for name in weight_shapes(config["n_inputs"], config["n_features"]):
+            value = np.asarray(weights[name])
+            if not np.isfinite(value).all():
+                raise ValueError(f"{source} has NaN or infinite values in its weight {name!r}; it cannot be used.")
+            state[name] = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        if float(state["input_scale"]) <= 0:
+            raise ValueError(f"{source} has input_scale {float(state['input_scale'])}; a trained SAE's is positive.")
+        model = cls(**config)
         model.load_state_dict(state)
         return model
+
+
+def weight_shapes(n_inputs: int, n_features: int) -> dict[str, tuple[int, ...]]:
+    """Return the shape of each weight of an SAE of this size (the keys of its ``state_dict``)."""
+    return {
+        "W_enc": (n_inputs, n_features),
+        "b_enc": (n_features,),
+        "W_dec": (n_features, n_inputs),
+        "b_dec": (n_inputs,),
+        "input_scale": (),
+        "threshold": (),
+    }
+
+
+STORED_SIZE = ("n_inputs", "n_features", "k")
+
+
+def check_stored_config(config: Any, source: str) -> dict[str, Any]:
+    """Return a stored model config as clean constructor arguments, or a clear error naming what is wrong."""
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{source} has no model config (a mapping of n_inputs, n_features, activation, k, l1_coef); it was not "
+            "written by cellsae_kit or was altered."
+        )
+    known = {"n_inputs", "n_features", "activation", "k", "l1_coef", "metadata"}
+    missing, unknown = sorted(known - {"metadata", "l1_coef"} - set(config)), sorted(set(config) - known)
+    if missing or unknown:
+        said = [f"lacks {', '.join(missing)}"] * bool(missing) + [f"has unknown entries {', '.join(unknown)}"] * bool(
+            unknown
+        )
+        raise ValueError(f"The model config of {source} {' and '.join(said)}; it was not written by cellsae_kit.")
+    out = dict(config)
+    for name in STORED_SIZE:
+        value = out[name]
+        if isinstance(value, np.integer):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"The model config of {source} has {name}={value!r}; it must be a whole number >= 1.")
+        out[name] = value
+    l1 = out.get("l1_coef", 0.05)
+    if isinstance(l1, bool) or not isinstance(l1, int | float | np.number) or not np.isfinite(l1) or l1 < 0:
+        raise ValueError(f"The model config of {source} has l1_coef={l1!r}; it must be a finite number >= 0.")
+    out["l1_coef"] = float(l1)
+    if not isinstance(out.get("metadata", {}), dict):
+        raise ValueError(f"The model config of {source} has metadata of type {type(out['metadata']).__name__}.")
+    if not isinstance(out["activation"], str):
+        raise ValueError(f"The model config of {source} has activation={out['activation']!r}.")
+    return out
+
+
+def check_weights(config: dict[str, Any], header: dict[str, tuple[Any, tuple]], source: str) -> None:
+    """Check weight names, dtypes and shapes (from a file's header or arrays) against a checked config."""
+    expected = weight_shapes(config["n_inputs"], config["n_features"])
+    missing = sorted(set(expected) - set(header))
+    if missing:
+        raise ValueError(f"{source} lacks the weights {', '.join(missing)}; the model cannot be rebuilt.")
+    for name, shape in expected.items():
+        dtype, got = header[name]
+        kind = str(dtype).lower()
+        if not (kind.startswith(("float", "bf16", "f16", "f32", "f64")) or kind in ("bfloat16",)):
+            raise ValueError(f"{source} stores the weight {name!r} as {dtype}; SAE weights are floating point.")
+        if tuple(got) != shape:
+            raise ValueError(
+                f"{source} has the weight {name!r} of shape {tuple(got)}, but its config (n_inputs="
+                f"{config['n_inputs']}, n_features={config['n_features']}) needs {shape}."
+            )
 
 
 def batch_top(values: torch.Tensor, n_keep: int, per_row: int) -> torch.Tensor:

@@ -16,7 +16,8 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from .._docs import doc_params
-from ._config import FitConfig
+from ._check import as_float32, check_data, check_spread
+from ._config import DEVICE, FitConfig
 from ._data import ChunkedRows, Stream, prefetch
 from ._defaults import InputKind, resolve, warn_settings
 from ._distributed import Sync
@@ -79,48 +80,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, torch.device) and not DEVICE.fullmatch(str(device)):
+        raise ValueError(f"device={device!r} is not known; choose 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     device = torch.device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={str(device)!r} is not supported; choose 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} was requested but PyTorch sees no CUDA GPU; use device='cpu'.")
-    return device
-
-
-def check_data(X: Any, name: str = "the input") -> None:
-    """Raise a clear error for data an SAE cannot be trained on or applied to.
-
-    Parameters
-    ----------
-    X
-        Cells x dimensions, dense or sparse.
-    name
-        How to name the data in messages, e.g. ``"adata.obsm['X_pca']"``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.models import check_data
-    >>> check_data(np.array([[1.0, np.nan]]), "my embedding")
-    Traceback (most recent call last):
-    ...
-    ValueError: my embedding contains NaN or infinite values in 1 of 1 cells; ...
-    """
-    if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
-        raise TypeError(f"{name} is a {type(X).__name__}; expected a numpy array or a scipy sparse matrix.")
-    if X.ndim != 2:
-        raise ValueError(f"{name} has {X.ndim} dimensions; expected a 2-D cells x features matrix.")
-    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
-        raise TypeError(f"{name} has dtype {X.dtype}, which is not real-valued numeric; convert it to float.")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} has zero cells; there is nothing to encode.")
-    if X.shape[1] == 0:
-        raise ValueError(f"{name} has zero dimensions; choose a representation with at least one.")
-    values = X.data if sparse.issparse(X) else X
-    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        bad = ~np.isfinite(X.toarray() if sparse.issparse(X) else X).all(axis=1)
+    if device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(
-            f"{name} contains NaN or infinite values in {int(bad.sum())} of {X.shape[0]} cells; remove or impute "
-            "them first (for example subset to the finite cells)."
+            f"device={str(device)!r} was requested but PyTorch sees {torch.cuda.device_count()} GPU(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})."
         )
+    return device
 
 
 def split(n_cells: int, validation_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +117,8 @@ def geometric_median(x: np.ndarray, *, n_iter: int = 100, tol: float = 1e-6) -> 
     array([0.5, 0.5])
     """
     x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError(f"geometric_median needs a 2-D array of finite values (NaN or inf found, or shape {x.shape}).")
     m = np.median(x, axis=0)
     for _ in range(n_iter):
         w = 1.0 / np.maximum(np.linalg.norm(x - m, axis=1), 1e-12)
@@ -187,21 +161,22 @@ def _rows(X: np.ndarray | sparse.spmatrix | torch.Tensor, idx: np.ndarray, devic
     return to_tensor(X[idx], device)
 
 
-def _centre_and_scale(X, train_idx: np.ndarray, center: str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def _centre_and_scale(
+    X, train_idx: np.ndarray, center: str, rng: np.random.Generator, name: str = "the input"
+) -> tuple[np.ndarray, float]:
     """Find the data centre and the scale that makes the mean distance from it ``sqrt(d)`` (on a sample)."""
     sample = train_idx if len(train_idx) <= 20_000 else np.sort(rng.choice(train_idx, 20_000, replace=False))
     x = X[sample]
     x = np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
     if center == "mean":
-        mean = X[train_idx].mean(axis=0)
-        c = np.asarray(mean, dtype=np.float64).ravel()
+        c = np.asarray(X[train_idx].mean(axis=0, dtype=np.float64)).ravel()
     elif center == "median":
         c = geometric_median(x)
     else:
         c = np.zeros(x.shape[1])
-    spread = np.linalg.norm(x - c, axis=1).mean()
-    if spread == 0:
-        raise ValueError("All cells have the same input vector; there is no variation for an SAE to learn.")
+    spread = float(np.linalg.norm(x - x.mean(axis=0), axis=1).mean())
+    check_spread(spread, float(np.linalg.norm(x.mean(axis=0))), name, f"{len(train_idx)} training cells")
+    spread = float(np.linalg.norm(x - c, axis=1).mean())
     return c, float(math.sqrt(x.shape[1]) / spread)
 
 
@@ -357,7 +332,7 @@ def fit(
     dead_window = config.dead_window or max(n_train, 10 * batch_size)
     k_aux = config.k_aux or K_AUX_CAP
 
-    centre, scale = _centre_and_scale(head, head_idx, center, rng)
+    centre, scale = _centre_and_scale(head, head_idx, center, rng, input_name)
     model = SparseAutoencoder(n_inputs, n_features, activation=activation, k=k, l1_coef=l1_coef, metadata=metadata)
     model.reset_parameters(generator)
     with torch.no_grad():
@@ -379,7 +354,7 @@ def fit(
     # chunk by chunk.
     data = X if stream is None else plan
     if stream is None and not sparse.issparse(X):
-        data = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        data = torch.from_numpy(as_float32(X))
         if device.type == "cuda" and data.numel() * 4 < 0.25 * torch.cuda.mem_get_info(device)[0]:
             data = data.to(device)
 
@@ -462,6 +437,12 @@ def fit(
         val_fvu = _evaluate(model, data, val_idx, max(batch_size, 4096), device, sync)
         sync.fvu(fvu_acc, n_inputs)
         loss_sum, active_sum = sync.total(float(loss_sum), int(active_sum))
+        if not math.isfinite(loss_sum):
+            raise ValueError(
+                f"Training of the SAE on {input_name} diverged in epoch {epoch + 1}: the loss became {loss_sum}. "
+                f"The learning rate lr={lr:g} is the likely cause (leave lr='auto' or lower it); otherwise check "
+                "the input for extreme values."
+            )
         history["epoch"].append(epoch + 1)
         history["loss"].append(loss_sum / fvu_acc.n)
         history["fvu_train"].append(fvu_acc.value())

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from .. import get
 from .._docs import doc_params
-from ._utils import best_terms, feature_title
+from ._utils import best_terms, feature_title, finish
 
 
 @doc_params
@@ -79,9 +79,10 @@ def features(
     terms = best_terms(adata, key)
     kwargs.setdefault("title", [feature_title(i, terms) for i in dict.fromkeys(numbers)])
     view = AnnData(obs=adata.obs[[]].assign(**columns), obsm={basis_key: np.asarray(adata.obsm[basis_key])})
-    return sc.pl.embedding(
-        view, basis_key, color=list(columns), cmap=cmap, show=show, save=save, ax=ax, return_fig=return_fig, **kwargs
-    )
+    # scanpy 1.12 deprecates save=: it draws, finish() saves and shows
+    axes = sc.pl.embedding(view, basis_key, color=list(columns), cmap=cmap, show=False, ax=ax, **kwargs)
+    fig = (axes[0] if isinstance(axes, list) else axes).figure
+    return finish(fig, axes, name=basis_key.removeprefix("X_"), show=show, save=save, return_fig=return_fig)
 
 
 def top_ranked(adata: AnnData, key: str, n_features: int, groups: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -178,4 +179,9 @@ def rank_features_groups_dotplot(
     )
     kwargs.setdefault("colorbar_title", "Mean activation\nin group")
     kwargs.setdefault("size_title", "Fraction of cells\nactive (%)")
-    return sc.pl.dotplot(view, chosen, groupby, cmap=cmap, show=show, save=save, ax=ax, return_fig=return_fig, **kwargs)
+    plot = sc.pl.dotplot(view, chosen, groupby, cmap=cmap, ax=ax, return_fig=True, **kwargs)
+    axes = plot.get_axes()  # draws the figure
+    if return_fig:
+        finish(plot.fig, axes, name="dotplot_", show=False, save=save, return_fig=True)
+        return plot
+    return finish(plot.fig, axes, name="dotplot_", show=show, save=save, return_fig=False)

@@ -285,6 +285,7 @@ def consensus(
     >>> adata.obsm["X_consensus"].shape, list(adata.uns["consensus"]["features"].columns)
     ((700, 16), ['stability', 'support', 'cluster_size'])
     """
+    get.check_key(key_added)
     n_runs = check_seeds(n_runs, "n_runs")
     if refit not in REFITS:
         raise ValueError(f"refit={refit!r} is not known; choose 'encoder' (decoder held fixed) or 'finetune'.")

@@ -88,6 +88,8 @@ def embed(
     >>> adata.obsm["X_pca"].shape, adata.varm["pca"].shape
     ((300, 20), (100, 20))
     """
+    if key_added is not None:
+        get.check_key(key_added)
     from sklearn.decomposition import PCA
 
     if method not in EMBED_METHODS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from anndata import AnnData
 from mudata import MuData
 
@@ -88,12 +89,19 @@ def encode(
     >>> query.obsm["X_sae"].shape
     (100, 32)
     """
+    if key_added is not None:
+        get.check_key(key_added)
     get.check_adata(adata)
-    own_model = model is None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a whole number of cells >= 1.")
+    own_model, record = model is None, {}
     if model is None:
         model = get_model(adata, key)
     elif isinstance(model, AnnData | MuData):
-        model = get_model(model, key)
+        source = get.sae(model, key)
+        # what describes the model travels with it; what describes the reference's cells stays behind
+        record = {name: source.entry[name] for name in ("metrics", "history") if name in source.entry}
+        model = source.model
     elif isinstance(model, str | Path):
         model = load(model)
     elif not isinstance(model, SparseAutoencoder):
@@ -115,4 +123,5 @@ def encode(
         adata.obsm[f"X_{key}"] = codes
     else:
         store(adata, model.cpu(), key_added, codes=codes)
+        adata.uns[key_added] |= {name: value.copy() for name, value in record.items()}
     return adata if copy else None

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from anndata import AnnData
 
+from .. import get
 from .._docs import doc_params
 from ..models import fvu
 from ._input import get_input
@@ -194,6 +195,8 @@ def factorize(
     >>> adata.obsm["X_ica_pca"].shape
     (300, 10)
     """
+    if key_added is not None:
+        get.check_key(key_added)
     data = get_input(adata, use_rep)
     source = data.rep.removeprefix("X_") if data.mod is None else f"{data.mod}_{data.rep.removeprefix('X_')}"
     key_added = f"{method}_{source}" if key_added is None else key_added

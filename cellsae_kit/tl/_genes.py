@@ -338,6 +338,8 @@ def feature_genes(
     >>> adata.varm["sae_loadings"].shape, adata.uns["sae"]["params"]["loadings"]
     ((765, 32), 'feature_genes:correlation')
     """
+    if key_added is not None:
+        get.check_key(key_added)
     get.check_adata(adata)
     codes = get.codes(adata, key)
     if key not in adata.uns:

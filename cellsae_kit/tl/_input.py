@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
@@ -75,11 +76,13 @@ def get_input(adata: AnnData, use_rep: str | None = None, layer: str | None = No
             X = X.to_numpy()
     elif layer is not None:
         if layer not in adata.layers:
-            available = ", ".join(repr(k) for k in adata.layers) or "none"
+            available = ", ".join(repr(k) for k in adata.layers if k is not None) or "none"  # anndata 0.13: X
             raise KeyError(f"layer={layer!r} is not in adata.layers. Available layers: {available}.")
         X, name = adata.layers[layer], f"adata.layers[{layer!r}]"
     else:
         X, name = adata.X, "adata.X"
+    if use_rep == "X":
+        check_unique(adata.var_names, "adata.var_names", "adata.var_names_make_unique()")
     if X is None:
         raise ValueError(f"{name} is empty (None); store data there or choose another input.")
     if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
@@ -124,8 +127,21 @@ def model_input(adata: AnnData | MuData, model: SparseAutoencoder, what: str, hi
     return data, X
 
 
+def check_unique(names, where: str, fix: str) -> None:
+    """Refuse repeated gene (or cell) names, which make every lookup by name ambiguous."""
+    index = pd.Index(names)
+    if not index.is_unique:
+        repeated = index[index.duplicated()].unique()
+        raise ValueError(
+            f"{where} has {len(repeated)} repeated names (e.g. {', '.join(map(str, repeated[:3]))}), so genes cannot "
+            f"be matched by name; make them unique first ({fix})."
+        )
+
+
 def align_genes(adata: AnnData, X, var_names: list[str]):
     """Columns of ``X`` in the model's gene order; an error names what is missing."""
+    check_unique(var_names, "The SAE's gene list", "train it again on data with unique var_names")
+    check_unique(adata.var_names, "adata.var_names", "adata.var_names_make_unique()")
     index = adata.var_names.get_indexer(var_names)
     missing = [g for g, i in zip(var_names, index, strict=True) if i < 0]
     if missing:

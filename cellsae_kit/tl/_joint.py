@@ -137,6 +137,7 @@ def joint_embedding(
     >>> mdata.mod["rna"].varm["sae_loadings"].shape, mdata.mod["atac"].varm["sae_loadings"].shape
     ((100, 32), (200, 32))
     """
+    get.check_key(key_added)
     if not isinstance(mdata, MuData):
         raise TypeError(
             f"joint_embedding combines the modalities of a MuData, got {type(mdata).__name__}; for one modality "

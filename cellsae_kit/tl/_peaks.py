@@ -180,6 +180,8 @@ def peaks_to_genes(
     >>> table.shape[1], mdata.mod["rna"].varm["sae_atac_loadings"].shape
     (16, (50, 16))
     """
+    if key_added is not None:
+        get.check_key(key_added)
     codes = get.codes(adata, key)
     peaks_of = get.modality(adata, mod, "mod") if get.is_mudata(adata) else adata
     name = f"{key}_loadings"

@@ -110,6 +110,8 @@ def rank_features_groups(
     >>> sc.get.rank_genes_groups_df(adata, "CD19+ B", key="rank_features_groups").columns.tolist()
     ['names', 'scores', 'logfoldchanges', 'pvals', 'pvals_adj']
     """
+    if key_added is not None:
+        get.check_key(key_added)
     codes = get.codes(adata, key)
     labels = get.groups(adata, groupby)
     categories = [str(c) for c in labels.cat.categories]
@@ -117,10 +119,22 @@ def rank_features_groups(
         raise ValueError(f"method={method!r} is not known; choose 'auroc' or 'wilcoxon'.")
     if reference != "rest" and reference not in categories:
         raise ValueError(f"reference={reference!r} is not a group of {groupby!r}: {', '.join(categories)}.")
-    tested = [c for c in categories if c != reference] if groups == "all" else [str(g) for g in groups]
+    if isinstance(groups, str) and groups != "all":
+        groups = [groups]
+    tested = [c for c in categories if c != reference] if isinstance(groups, str) else [str(g) for g in groups]
+    if not tested:
+        raise ValueError(f"groups={list(groups)!r} names no group; pass 'all' or some of: {', '.join(categories)}.")
+    repeated = sorted({g for g in tested if tested.count(g) > 1})
+    if repeated:
+        raise ValueError(f"groups names {', '.join(map(repr, repeated))} more than once; list each group once.")
     unknown = [g for g in tested if g not in categories]
     if unknown:
         raise ValueError(f"groups {unknown} are not in adata.obs[{groupby!r}]; it has {', '.join(categories)}.")
+    if reference in tested:
+        raise ValueError(
+            f"reference={reference!r} is also a tested group: a group compared with itself has AUROC 0.5; leave it "
+            "out of groups or choose another reference."
+        )
     labels = labels.astype(str).to_numpy()
     for g in tested:
         if (labels == g).sum() == 0 or (labels != g if reference == "rest" else labels == reference).sum() == 0:

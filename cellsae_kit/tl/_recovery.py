@@ -263,6 +263,7 @@ def completeness(
     >>> table.shape, bool(table["r2"].median() > 0.5)
     ((10, 1), True)
     """
+    get.check_key(key_added)
     get.check_adata(adata)
     if use_rep not in adata.obsm:
         available = ", ".join(repr(k) for k in adata.obsm) or "none"
@@ -337,6 +338,7 @@ def recovery(
     >>> sorted(result), result["variables"].shape
     (['redundant_pairs', 'summary', 'variables'], (10, 6))
     """
+    get.check_key(key_added)
     obsm_key = factor_key(adata, key)
     values, names, _ = get_truth(adata, truth)
     result = recovery_scores(

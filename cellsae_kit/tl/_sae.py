@@ -125,6 +125,7 @@ def sae(
     >>> on_disk.obsm["X_sae"].shape
     (700, 64)
     """
+    get.check_key(key_added)
     from_path = isinstance(adata, str | Path)
     given = {name: value for name, value in fit_kwargs.items() if name not in ("init_decoder", "freeze_decoder")}
     config = FitConfig.make(

@@ -252,7 +252,8 @@ def get_expression(adata: AnnData, layer: str | None, use_raw: bool | None) -> t
     if use_raw and layer is not None:
         raise ValueError(f"use_raw=True and layer={layer!r} both name the expression; pass one of them.")
     if use_raw and adata.raw is None:
-        layers = f" or layer= one of {', '.join(map(repr, adata.layers))}" if len(adata.layers) else ""
+        names = [k for k in adata.layers if k is not None]  # anndata 0.13 lists X as layers[None]
+        layers = f" or layer= one of {', '.join(map(repr, names))}" if names else ""
         raise ValueError(f"use_raw=True but adata.raw is empty; pass use_raw=False (use adata.X){layers}.")
     if not use_raw:
         data = get_input(adata, None, layer)

@@ -313,6 +313,8 @@ def steer(
     >>> int(result["transfer"]["before"].sum()), result["genes"].shape, result["params"]["genes_from"]
     (13, (765, 1), "varm['PCs']")
     """
+    if key_added is not None:
+        get.check_key(key_added)
     get.codes(adata, key)  # the activations are what steering changes: name them first when missing
     stored = get.sae(adata, key)
     model = stored.model

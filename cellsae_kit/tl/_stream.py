@@ -36,6 +36,12 @@ def open_streamed(
             var=read_elem(root["var"]),
             varm=read_elem(root["varm"]) if "varm" in root else None,
         )
+    elif adata.is_view:  # anndata cannot store new entries in a view of a backed object
+        raise ValueError(
+            "adata is a view of a backed AnnData, which cannot take the results. Load the cells into memory "
+            "(adata[cells].to_memory()), or write them to a file of their own (adata[cells].write_h5ad(path)) and "
+            "train on that."
+        )
     elif (use_rep in (None, "X")) and layer is None:
         array, name, target = adata.X, f"adata.X (backed by {Path(adata.filename).name})", adata
         if array is None:
@@ -64,7 +70,13 @@ def _open(path: Path) -> tuple[Any, Path]:
             f"{path} is not an .h5ad (HDF5) file; pass a file written by adata.write_h5ad or a zarr store written by "
             "adata.write_zarr."
         )
-    return h5py.File(path, "r"), path
+    try:
+        return h5py.File(path, "r"), path
+    except OSError as err:
+        raise ValueError(
+            f"{path} cannot be read as an .h5ad file ({err}); it may be truncated (an interrupted copy or write). "
+            "Write or copy it again."
+        ) from err
 
 
 def _element(root: Any, file: str, use_rep: str | None, layer: str | None) -> tuple[Any, str]:

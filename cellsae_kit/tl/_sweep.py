@@ -14,6 +14,7 @@ from anndata import AnnData
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from .. import get
 from .._docs import doc_params
 from ..models import FitConfig, fit, resolve
 from ._compare import THRESHOLDS, check_thresholds, compare_runs, summarise
@@ -197,6 +198,7 @@ def stability_sweep(
     >>> adata.uns["stability_sweep"]["sweep"]["n_features"].tolist()
     [16, 32]
     """
+    get.check_key(key_added)
     data = get_input(adata, use_rep, layer)
     for name in ("n_features", "random_state", "key_added", "copy"):
         if name in sae_kwargs:
@@ -365,6 +367,7 @@ def sae_sweep(
     >>> adata.uns["sae"]["params"]["n_features"] in (16, 32)
     True
     """
+    get.check_key(key_added)
     data = get_input(adata, use_rep, layer)
     unknown = set(sae_kwargs) - set(FitConfig.options()) - {"loadings"}
     if unknown:

@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -379,3 +381,26 @@ def test_bad_local_files(tmp_path, name, content, error, message):
     with pytest.raises(error, match=message):
         csk.datasets.bone_marrow_cite(path, progress=False)
     assert listing(tmp_path / "env_cache") == []
+
+
+def test_a_damaged_checksum_record_names_the_fix(server, cache):
+    csk.datasets.bone_marrow_multiome(cache_dir=cache, progress=False)
+    record = cache / (MULTIOME.file.removesuffix(".gz") + ".sha256.json")
+    record.write_text('{"sha256": "abc"')  # cut off while being copied
+    with pytest.raises(ValueError, match=r"checksum record .* is damaged.*delete it") as err:
+        csk.datasets.bone_marrow_multiome(cache_dir=cache, progress=False)
+    assert f"rm '{record}'" in str(err.value)
+    record.unlink()  # following the advice: the cached file is checked anew and recorded
+    csk.datasets.bone_marrow_multiome(cache_dir=cache, progress=False)
+    assert json.loads(record.read_text())["sha256"]
+
+
+def test_files_of_a_killed_process_are_removed_and_a_live_one_kept(server, cache):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    orphan = cache / f".partial-{int(dead.stdout)}-abc"
+    orphan.write_bytes(b"half a file")  # what SIGKILL during decompression leaves
+    alive = cache / f".partial-{os.getpid()}-def"  # another download under way in this process
+    alive.write_bytes(b"in progress")
+    csk.datasets.bone_marrow_multiome(cache_dir=cache, progress=False)
+    assert not orphan.exists() and alive.exists()

@@ -34,7 +34,7 @@ def test_every_plot_draws_from_a_mudata(mdata, tmp_path):
     best = mdata.uns["sae"]["features"]["best_term"].iloc[feature]
     axes = csk.pl.features(mdata, [feature], show=False)
     assert str(best) in axes.get_title()
-    peaks = csk.pl.top_genes(mdata, feature, mod="atac", show=False)
+    peaks = csk.pl.top_genes(mdata, feature, mod="atac", n=15, show=False)
     assert [t.get_text() for t in peaks.get_yticklabels()] == csk.tl.top_genes(mdata, feature, mod="atac", n=15)[
         "gene"
     ].tolist()

@@ -53,7 +53,8 @@ def snapshot(adata: AnnData) -> dict:
         "obsm": {k: v.copy() for k, v in adata.obsm.items()},
         "varm": {k: np.asarray(v).copy() for k, v in adata.varm.items()},
         "uns": sorted(adata.uns),
-        "layers": sorted(getattr(adata, "layers", None) or {}),  # a MuData keeps layers in its modalities
+        # a MuData keeps layers in its modalities; anndata 0.13 lists X as layers[None]
+        "layers": sorted(k for k in (getattr(adata, "layers", None) or {}) if k is not None),
         "obs": adata.obs.copy(),
         "X": adata.X.copy() if getattr(adata, "X", None) is not None else None,
     }

@@ -5,16 +5,13 @@ Each file is fetched once with pooch into a cache folder, decompressed there and
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -25,6 +22,7 @@ import pandas as pd
 import pooch
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_path, remove_orphans, temporary_path
 from .._docs import doc_params
 from ._mudata import make_mudata
 
@@ -157,7 +155,7 @@ def _load(remote: Remote, path: str | Path | None, cache_dir: str | Path | None,
         return _read_local(Path(path).expanduser(), remote, cache_dir, progress)
 
     folder = cache_folder(cache_dir)
-    _remove_orphans(folder)
+    remove_orphans(folder)  # of a process killed while downloading or decompressing
     target = folder / remote.file.removesuffix(".gz")
     record = target.with_name(target.name + ".sha256.json")
     if target.exists():
@@ -168,7 +166,7 @@ def _load(remote: Remote, path: str | Path | None, cache_dir: str | Path | None,
     recorded = _read_record(record) if record.exists() else {}
     downloaded = _download(url, folder, remote, recorded, record, progress)
     try:
-        with _temporary(folder) as tmp:
+        with atomic_path(target) as tmp:
             try:
                 sha256 = _decompress(downloaded, tmp, progress)
             except (gzip.BadGzipFile, EOFError, zlib.error) as err:
@@ -188,7 +186,6 @@ def _load(remote: Remote, path: str | Path | None, cache_dir: str | Path | None,
                 "recorded": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             _write_atomic(record, json.dumps(entry, indent=2) + "\n")
-            os.replace(tmp, target)
     finally:
         # The decompressed file is what we keep and check; the 2.7 GB download would only double the disk use.
         downloaded.unlink(missing_ok=True)
@@ -312,7 +309,7 @@ def _read_local(path: Path, remote: Remote, cache_dir: str | Path | None, progre
             "decompressed .h5ad."
         )
     # A temporary copy next to the cache, which is meant for large files (unlike /tmp, often a small disk).
-    with _temporary(cache_folder(cache_dir)) as tmp:
+    with temporary_path(cache_folder(cache_dir)) as tmp:
         try:
             _decompress(path, tmp, progress)
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
@@ -438,40 +435,6 @@ def _read_record(record: Path) -> dict:
     return entry
 
 
-@contextlib.contextmanager
-def _temporary(folder: Path) -> Iterator[Path]:
-    """Yield a temporary file name in ``folder``; the file is removed on exit unless it was renamed.
-
-    The name carries the process id, so that files of a process killed while writing (SIGKILL runs no clean-up)
-    are recognised and removed by the next call (:func:`_remove_orphans`).
-    """
-    handle, name = tempfile.mkstemp(dir=folder, prefix=f".partial-{os.getpid()}-")
-    os.close(handle)
-    try:
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
-def _remove_orphans(folder: Path) -> None:
-    """Delete the temporary files of processes that no longer run (killed while downloading or decompressing)."""
-    for path in folder.glob(".partial-*"):
-        pid = path.name.split("-")[1]
-        if not pid.isdigit() or not _running(int(pid)):
-            path.unlink(missing_ok=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _write_atomic(path: Path, text: str) -> None:
-    with _temporary(path.parent) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)

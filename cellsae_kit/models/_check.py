@@ -45,6 +45,7 @@ def check_sparse(X: sparse.spmatrix | sparse.sparray, name: str = "the input") -
     ...
     ValueError: adata.X is a malformed CSR matrix (column index 99 is beyond its 5 columns); ...
     """
+    # scipy's check_format(full_check=True) checks the same, but prunes and recasts the user's arrays in place
     fmt = X.format
     if fmt not in ("csr", "csc"):
         return  # COO and the others are converted by scipy, which checks them on the way
@@ -106,8 +107,9 @@ def check_data(X: Any, name: str = "the input") -> None:
     values = X.data if sparse.issparse(X) else X
     if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
         if sparse.issparse(X):
-            rows = np.repeat(np.arange(X.shape[0]), np.diff(sparse.csr_matrix(X).indptr))
-            n_bad = len(np.unique(rows[~np.isfinite(sparse.csr_matrix(X).data)]))
+            csr = sparse.csr_matrix(X)
+            rows = np.repeat(np.arange(X.shape[0]), np.diff(csr.indptr))
+            n_bad = len(np.unique(rows[~np.isfinite(csr.data)]))
         else:
             n_bad = int((~np.isfinite(X).all(axis=1)).sum())
         raise ValueError(
@@ -119,8 +121,8 @@ def check_data(X: Any, name: str = "the input") -> None:
 
 def check_range(values: np.ndarray, name: str) -> None:
     """Refuse finite values beyond float32's range: they become infinite in training, and every weight NaN."""
-    if values.size == 0 or values.dtype.itemsize <= 4 and np.issubdtype(values.dtype, np.floating):
-        return
+    if values.size == 0 or not np.issubdtype(values.dtype, np.floating) or values.dtype.itemsize <= 4:
+        return  # every integer, even int64's largest, fits in float32's range
     largest = float(np.abs(values).max())
     if largest > FLOAT32_MAX:
         raise ValueError(

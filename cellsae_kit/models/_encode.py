@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from ._check import as_float32
+
 if TYPE_CHECKING:
     from ._sae import Codes, SparseAutoencoder
 
@@ -16,8 +18,7 @@ def to_tensor(X: np.ndarray | sparse.spmatrix, device: torch.device | str) -> to
     """Turn a dense or sparse block of cells into a float32 tensor on ``device``."""
     if sparse.issparse(X):
         X = X.toarray()
-    # contiguous, native byte order and writable: torch refuses negative strides and swapped bytes
-    return torch.as_tensor(np.require(X, dtype=np.float32, requirements=["C", "W"]), device=device)
+    return torch.as_tensor(as_float32(X), device=device)
 
 
 def codes_to_csr(codes: Codes, n_cells: int, n_features: int) -> sparse.csr_matrix:

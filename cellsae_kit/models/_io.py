@@ -37,13 +37,17 @@ def save(model: SparseAutoencoder, path: str | Path) -> Path:
     >>> load(path).n_features
     16
     """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
+    path = model_path(path)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": json.dumps(model.config())})
     return path
+
+
+def model_path(path: str | Path) -> Path:
+    """Return the file :func:`save` writes for ``path``: ``.safetensors`` appended when missing."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
 
 
 def load(path: str | Path, *, device: str = "cpu") -> SparseAutoencoder:

@@ -289,6 +289,8 @@ def weight_shapes(n_inputs: int, n_features: int) -> dict[str, tuple[int, ...]]:
 
 
 STORED_SIZE = ("n_inputs", "n_features", "k")
+# floating-point dtypes as numpy and torch name them, and as a safetensors header does
+FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16", "f16", "bf16", "f32", "f64"}
 
 
 def check_stored_config(config: Any, source: str) -> dict[str, Any]:
@@ -300,10 +302,9 @@ def check_stored_config(config: Any, source: str) -> dict[str, Any]:
         )
     known = {"n_inputs", "n_features", "activation", "k", "l1_coef", "metadata"}
     missing, unknown = sorted(known - {"metadata", "l1_coef"} - set(config)), sorted(set(config) - known)
-    if missing or unknown:
-        said = [f"lacks {', '.join(missing)}"] * bool(missing) + [f"has unknown entries {', '.join(unknown)}"] * bool(
-            unknown
-        )
+    said = [f"lacks {', '.join(missing)}"] if missing else []
+    said += [f"has unknown entries {', '.join(unknown)}"] if unknown else []
+    if said:
         raise ValueError(f"The model config of {source} {' and '.join(said)}; it was not written by cellsae_kit.")
     out = dict(config)
     for name in STORED_SIZE:
@@ -332,8 +333,7 @@ def check_weights(config: dict[str, Any], header: dict[str, tuple[Any, tuple]], 
         raise ValueError(f"{source} lacks the weights {', '.join(missing)}; the model cannot be rebuilt.")
     for name, shape in expected.items():
         dtype, got = header[name]
-        kind = str(dtype).lower()
-        if not (kind.startswith(("float", "bf16", "f16", "f32", "f64")) or kind in ("bfloat16",)):
+        if str(dtype).lower() not in FLOAT_DTYPES:
             raise ValueError(f"{source} stores the weight {name!r} as {dtype}; SAE weights are floating point.")
         if tuple(got) != shape:
             raise ValueError(

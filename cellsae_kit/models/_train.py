@@ -174,8 +174,9 @@ def _centre_and_scale(
         c = geometric_median(x)
     else:
         c = np.zeros(x.shape[1])
-    spread = float(np.linalg.norm(x - x.mean(axis=0), axis=1).mean())
-    check_spread(spread, float(np.linalg.norm(x.mean(axis=0))), name, f"{len(train_idx)} training cells")
+    mean = x.mean(axis=0)
+    spread = float(np.linalg.norm(x - mean, axis=1).mean())
+    check_spread(spread, float(np.linalg.norm(mean)), name, f"{len(train_idx)} training cells")
     spread = float(np.linalg.norm(x - c, axis=1).mean())
     return c, float(math.sqrt(x.shape[1]) / spread)
 

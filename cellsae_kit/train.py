@@ -36,7 +36,6 @@ import torch.distributed as dist
 from . import get
 from ._atomic import atomic_path, same_file
 from .models import FitConfig, save
-from .models._io import model_path
 from .tl import sae
 
 
@@ -144,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         config = FitConfig(**{name: getattr(args, name) for name in FitConfig.options()})
     except (TypeError, ValueError) as error:
         cli.error(str(error))  # exits with the usage line, as argparse does for its own checks
-    output = model_path(args.output)
+    output = args.output  # the file models.save writes: .safetensors appended when missing
+    if output.suffix != ".safetensors":
+        output = output.with_name(output.name + ".safetensors")
     for name, path in (("--output", output), ("--activations", args.activations)):
         if path is not None and same_file(path, args.input):
             cli.error(f"{name} {path} is the input file; write the results to a new path.")

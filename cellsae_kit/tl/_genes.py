@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -16,7 +15,16 @@ from tqdm.auto import tqdm
 
 from .. import get
 from .._docs import doc_params
-from ._shared import correlations, get_expression
+from ._shared import (
+    CHUNK_ELEMENTS,
+    as_float,
+    as_matrix,
+    column_moments,
+    correlation,
+    cross,
+    gene_chunks,
+    get_expression,
+)
 
 logger = logging.getLogger("cellsae_kit")
 
@@ -27,75 +35,8 @@ SIGNS = ("positive", "negative", "both")
 # exactly collinear or outnumber the cells. Real SAE features can be nearly collinear (smallest eigenvalue 1e-5
 # measured on pbmc68k_reduced), so a larger ridge would visibly shrink the least-squares answer.
 RIDGE = 1e-10
-# Float64 elements held at once by a chunk (128 MB): bounds memory whatever the numbers of cells and genes.
-CHUNK_ELEMENTS = 2**24
 # A group whose variance is below this fraction of its mean square is constant up to round-off.
 CONSTANT_RTOL = 1e-10
-
-
-def _as_float(X: np.ndarray | sparse.spmatrix) -> np.ndarray | sparse.csr_matrix:
-    return sparse.csr_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
-
-
-def _as_matrix(X: Any) -> np.ndarray | sparse.csr_matrix:
-    # CSR slices rows and columns quickly without a copy of the whole matrix; other sparse formats are converted.
-    return (X if X.format == "csr" else sparse.csr_matrix(X)) if sparse.issparse(X) else np.asarray(X)
-
-
-def _gene_chunks(expr: Any, n_features: int) -> Iterator[tuple[slice, Any]]:
-    """Yield column blocks of ``expr`` (float64) small enough that a block times the features fits a chunk."""
-    n_cells, n_genes = expr.shape
-    width = max(1, CHUNK_ELEMENTS // max(n_features, 1 if sparse.issparse(expr) else n_cells))
-    for start in range(0, n_genes, width):
-        block = slice(start, min(start + width, n_genes))
-        yield block, _as_float(expr[:, block])
-
-
-def _column_moments(block: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Sum and sum of squares of each column."""
-    if sparse.issparse(block):
-        return np.asarray(block.sum(axis=0)).ravel(), np.asarray(block.multiply(block).sum(axis=0)).ravel()
-    return block.sum(axis=0), np.einsum("ij,ij->j", block, block)
-
-
-def _cross(codes_t: sparse.csr_matrix, block: Any) -> np.ndarray:
-    """Features x genes cross-product ``codes.T @ block`` as a dense array."""
-    product = codes_t @ block
-    return product.toarray() if sparse.issparse(product) else np.asarray(product)
-
-
-def correlation(expr: np.ndarray | sparse.spmatrix, codes: np.ndarray | sparse.spmatrix) -> np.ndarray:
-    """Pearson correlation of every gene with every feature's activation (the array core of ``"correlation"``).
-
-    Computed from sparse cross-products in blocks of genes, so sparse expression is never made dense.
-
-    Parameters
-    ----------
-    expr
-        Expression, cells x genes, dense or sparse.
-    codes
-        Activations, cells x features, dense or sparse.
-
-    Returns
-    -------
-    Genes x features (float64). Dead features and constant genes get zeros (their correlation is undefined).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from cellsae_kit.tl._genes import correlation
-    >>> expr = np.array([[1.0, 5.0], [2.0, 4.0], [3.0, 3.0]])
-    >>> codes = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
-    >>> correlation(expr, codes)
-    array([[ 1.,  0.],
-           [-1.,  0.]])
-    """
-    expr = _as_matrix(expr)
-    codes = sparse.csr_matrix(codes, dtype=np.float64)
-    out = np.zeros((expr.shape[1], codes.shape[1]))
-    for block, X in _gene_chunks(expr, codes.shape[1]):  # the shared Pearson kernel, a block of genes at a time
-        out[block] = correlations(codes, X).T
-    return out
 
 
 def regression(expr: np.ndarray | sparse.spmatrix, codes: np.ndarray | sparse.spmatrix) -> np.ndarray:
@@ -127,11 +68,11 @@ def regression(expr: np.ndarray | sparse.spmatrix, codes: np.ndarray | sparse.sp
     >>> regression(expr, codes).round(4)
     array([[ 2., -1.]])
     """
-    expr = _as_matrix(expr)
+    expr = as_matrix(expr)
     codes = sparse.csr_matrix(codes, dtype=np.float64)
     n_cells, n_features = codes.shape
     out = np.zeros((expr.shape[1], n_features))
-    codes_sum, codes_sq = _column_moments(codes)
+    codes_sum, codes_sq = column_moments(codes)
     gram = (codes.T @ codes).toarray() - np.outer(codes_sum, codes_sum) / n_cells  # centred: fits an intercept
     alive = np.diag(gram) > CONSTANT_RTOL * codes_sq
     if not alive.any():
@@ -139,9 +80,9 @@ def regression(expr: np.ndarray | sparse.spmatrix, codes: np.ndarray | sparse.sp
     scale = np.sqrt(np.diag(gram)[alive])
     factor = linalg.cho_factor(gram[np.ix_(alive, alive)] / np.outer(scale, scale) + RIDGE * np.eye(alive.sum()))
     codes_t = codes[:, alive].T.tocsr()
-    for block, X in _gene_chunks(expr, n_features):
-        gene_sum, _ = _column_moments(X)
-        rhs = _cross(codes_t, X) - np.outer(codes_sum[alive], gene_sum) / n_cells
+    for block, X in gene_chunks(expr, n_features):
+        gene_sum, _ = column_moments(X)
+        rhs = cross(codes_t, X) - np.outer(codes_sum[alive], gene_sum) / n_cells
         out[block, alive] = (linalg.cho_solve(factor, rhs / scale[:, None]) / scale[:, None]).T
     return out
 
@@ -152,7 +93,7 @@ def _row_stats(expr: Any, rows: np.ndarray, center: np.ndarray | None = None) ->
     total, squares, nonzero = np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes, dtype=np.int64)
     step = max(1, CHUNK_ELEMENTS // n_genes)
     for start in range(0, len(rows), step):
-        X = _as_float(expr[rows[start : start + step]])
+        X = as_float(expr[rows[start : start + step]])
         if sparse.issparse(X):
             nonzero += np.bincount(X.indices, minlength=n_genes)
             X = X.toarray() if center is not None else X
@@ -160,7 +101,7 @@ def _row_stats(expr: Any, rows: np.ndarray, center: np.ndarray | None = None) ->
             nonzero += np.count_nonzero(X, axis=0)
         if center is not None:
             X = X - center
-        s, q = _column_moments(X)
+        s, q = column_moments(X)
         total += s
         squares += q
     return total, squares, nonzero
@@ -220,7 +161,7 @@ def welch_de(
         raise ValueError(f"top_fraction={top_fraction} must be in (0, 1]; the reference study uses 0.01.")
     if int(min_cells) < 2:
         raise ValueError(f"min_cells={min_cells} must be at least 2: a t-test needs a variance in each group.")
-    expr = _as_matrix(expr)
+    expr = as_matrix(expr)
     codes = sparse.csc_matrix(codes, dtype=np.float64)
     codes.eliminate_zeros()
     codes.sort_indices()  # ties in activation are broken by cell order, as a stable sort would

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -15,6 +16,8 @@ from ..models import DENSE_THRESHOLD, check_data
 from ._input import get_input
 
 logger = logging.getLogger("cellsae_kit")
+# Float64 elements held at once by a chunk (128 MB): bounds memory whatever the numbers of cells and genes.
+CHUNK_ELEMENTS = 2**24
 
 
 class Match(NamedTuple):
@@ -129,6 +132,71 @@ def correlations(codes: np.ndarray | sparse.spmatrix, truth: np.ndarray | sparse
     scale = np.outer(sd_a, sd_b)
     r = np.divide(covariance, scale, out=np.zeros_like(covariance), where=scale > 0)
     return np.clip(r, -1.0, 1.0)
+
+
+def as_float(X: np.ndarray | sparse.spmatrix) -> np.ndarray | sparse.csr_matrix:
+    return sparse.csr_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
+
+
+def as_matrix(X: Any) -> np.ndarray | sparse.csr_matrix:
+    # CSR slices rows and columns quickly without a copy of the whole matrix; other sparse formats are converted.
+    return (X if X.format == "csr" else sparse.csr_matrix(X)) if sparse.issparse(X) else np.asarray(X)
+
+
+def gene_chunks(expr: Any, n_features: int) -> Iterator[tuple[slice, Any]]:
+    """Yield column blocks of ``expr`` (float64) small enough that a block times the features fits a chunk."""
+    n_cells, n_genes = expr.shape
+    width = max(1, CHUNK_ELEMENTS // max(n_features, 1 if sparse.issparse(expr) else n_cells))
+    for start in range(0, n_genes, width):
+        block = slice(start, min(start + width, n_genes))
+        yield block, as_float(expr[:, block])
+
+
+def column_moments(block: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and sum of squares of each column."""
+    if sparse.issparse(block):
+        return np.asarray(block.sum(axis=0)).ravel(), np.asarray(block.multiply(block).sum(axis=0)).ravel()
+    return block.sum(axis=0), np.einsum("ij,ij->j", block, block)
+
+
+def cross(codes_t: sparse.csr_matrix, block: Any) -> np.ndarray:
+    """Features x genes cross-product ``codes.T @ block`` as a dense array."""
+    product = codes_t @ block
+    return product.toarray() if sparse.issparse(product) else np.asarray(product)
+
+
+def correlation(expr: np.ndarray | sparse.spmatrix, codes: np.ndarray | sparse.spmatrix) -> np.ndarray:
+    """Pearson correlation of every gene with every feature's activation (the array core of ``"correlation"``).
+
+    Computed from sparse cross-products in blocks of genes, so sparse expression is never made dense.
+
+    Parameters
+    ----------
+    expr
+        Expression, cells x genes, dense or sparse.
+    codes
+        Activations, cells x features, dense or sparse.
+
+    Returns
+    -------
+    Genes x features (float64). Dead features and constant genes get zeros (their correlation is undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.tl._shared import correlation
+    >>> expr = np.array([[1.0, 5.0], [2.0, 4.0], [3.0, 3.0]])
+    >>> codes = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    >>> correlation(expr, codes)
+    array([[ 1.,  0.],
+           [-1.,  0.]])
+    """
+    expr = as_matrix(expr)
+    codes = sparse.csr_matrix(codes, dtype=np.float64)
+    out = np.zeros((expr.shape[1], codes.shape[1]))
+    for block, X in gene_chunks(expr, codes.shape[1]):  # the shared Pearson kernel, a block of genes at a time
+        out[block] = correlations(codes, X).T
+    return out
 
 
 def moments(codes: np.ndarray | sparse.spmatrix) -> tuple[np.ndarray, np.ndarray]:

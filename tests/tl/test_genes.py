@@ -8,7 +8,8 @@ from scipy import sparse, stats
 from sklearn.metrics import roc_auc_score
 
 import cellsae_kit as csk
-from cellsae_kit.tl._genes import correlation, regression, welch_de
+from cellsae_kit.tl._genes import regression, welch_de
+from cellsae_kit.tl._shared import correlation
 from tests.conftest import assert_unchanged, snapshot
 
 # A 32-feature SAE on 700 cells has a few features active in fewer than 3 cells; the DE method warns about them.

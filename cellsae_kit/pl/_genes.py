@@ -111,10 +111,12 @@ def annotation(
     ax: Axes | None = None,
     return_fig: bool = False,
 ) -> Figure | Axes | list[Axes] | None:
-    """Bar charts of each feature's best-scoring gene sets, from :func:`cellsae_kit.tl.annotate_features`.
+    """Bar charts of each feature's strongest programmes, from :func:`cellsae_kit.tl.annotate_features`.
 
-    One panel per feature: the ``n_terms`` terms with the highest enrichment scores, coloured when their adjusted
-    p-value is below ``alpha``. Long term names are wrapped on two lines and shortened with "…".
+    One panel per feature: its ``n_terms`` strongest programmes (clusters of near-duplicate terms, each shown by
+    its representative term), as z-scores against genes of matched expression (decoupler's enrichment scores when
+    the annotation used ``null="none"``), coloured when the adjusted p-value is below ``alpha``. Long term names
+    are wrapped on two lines and shortened with "…".
 
     Parameters
     ----------
@@ -191,10 +193,13 @@ def annotation(
         fig, axes = ax.figure, [ax]
     groups = _best_groups(stored.features)
     features_col = table["feature"].astype(str)
+    matched = entry.get("annotation_params", {}).get("null", "none") == "expression" and "z" in table
+    stat, pval = ("z", "pval_matched_adj") if matched else ("score", "pval_adj")
     for number, panel in zip(numbers, axes, strict=True):
         rows = table[(features_col == str(number)) & table["term"].notna()]
         rows = rows.sort_values("rank").head(int(n_terms))
-        _draw_terms(panel, rows, alpha, term_width)
+        _draw_terms(panel, rows[stat], rows[pval], rows["term"], alpha, term_width)
+        panel.set_xlabel("z against genes of matched expression" if matched else "enrichment score")
         # The terms are on the bars already; the title says where the feature fires instead.
         where = f" (most active in {groups[number]})" if number in groups else ""
         panel.set_title(f"feature {number}{where}", loc="left")
@@ -214,18 +219,17 @@ def _best_groups(table: pd.DataFrame | None) -> dict[int, str]:
     return {int(feature): str(group) for feature, group in table["best_group"].dropna().items()}
 
 
-def _draw_terms(ax: Axes, rows: pd.DataFrame, alpha: float, width: int) -> None:
-    if rows.empty:
+def _draw_terms(ax: Axes, stat: pd.Series, pval: pd.Series, terms: pd.Series, alpha: float, width: int) -> None:
+    if stat.empty:
         ax.text(0.5, 0.5, "no gene set scored\n(all loadings zero)", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
         return
-    y = np.arange(len(rows))
-    significant = (rows["pval_adj"] < alpha).to_numpy()
-    ax.barh(y, rows["score"], color=np.where(significant, SIGNIFICANT, NOT_SIGNIFICANT), height=0.7)
-    ax.set_yticks(y, [term_label(t, width, max_lines=2) for t in rows["term"]], fontsize="small")
-    ax.set_ylim(len(rows) - 0.5, -0.5)
+    y = np.arange(len(stat))
+    significant = (pval < alpha).to_numpy()
+    ax.barh(y, stat, color=np.where(significant, SIGNIFICANT, NOT_SIGNIFICANT), height=0.7)
+    ax.set_yticks(y, [term_label(t, width, max_lines=2) for t in terms], fontsize="small")
+    ax.set_ylim(len(stat) - 0.5, -0.5)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("enrichment score")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)

@@ -18,9 +18,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-# Strata: genes are cut into quantile bins of mean expression, each bin into bins of variance.
+# Strata: genes are cut into quantile bins of mean expression (each bin can be cut by variance too). Variance bins
+# are off by default: within a bin of mean expression the most variable genes are the cell-type markers, so
+# matching on variance tests a programme's markers against other markers. On pbmc68k_reduced (64 features, GO BP,
+# half the cells) 10 x 3 strata named 25% of features, 10 x 1 61% (all genes as one stratum: 69%).
 N_MEAN_BINS = 10
-N_VARIANCE_BINS = 3
+N_VARIANCE_BINS = 1
 
 
 def quantile_bins(values: np.ndarray, n_bins: int) -> np.ndarray:
@@ -61,7 +64,7 @@ def expression_strata(
     >>> import numpy as np
     >>> from cellsae_kit.tl._null import expression_strata
     >>> mean = np.arange(200.0)
-    >>> strata = expression_strata(mean, mean**2)
+    >>> strata = expression_strata(mean, mean**2, n_mean=10, n_variance=2)
     >>> len(np.unique(strata)), int(np.bincount(strata).min())
     (20, 10)
     """

@@ -211,7 +211,8 @@ class FeatureExplorer(w.VBox):
             parts += [f"active in {100 * row['frequency']:.1f}%" if row["frequency"] > 0 else "dead"]
             self._labels[i] = " · ".join(parts)
         if self._annotation is not None:
-            hits = self._annotation[(self._annotation["score"] > 0) & (self._annotation["pval_adj"] < alpha)]
+            stat, pval = self._test()
+            hits = self._annotation[(self._annotation[stat] > 0) & (self._annotation[pval] < alpha)]
             for name, term in zip(hits["feature"], hits["term"], strict=True):
                 self._words[int(name)].append(str(term).lower())
         if loadings is not None:
@@ -315,6 +316,11 @@ class FeatureExplorer(w.VBox):
         ]
         self.genes.value = f"<b>Top genes of feature {i}</b>" + _table(["gene", "loading", ""], rows)
 
+    def _test(self) -> tuple[str, str]:
+        """Return the statistic and adjusted p-value the features were named by (matched null, or decoupler)."""
+        matched = self._entry().get("annotation_params", {}).get("null") == "expression"
+        return ("z", "pval_matched_adj") if matched and "z" in self._annotation else ("score", "pval_adj")
+
     def _draw_terms(self) -> None:
         i = self.feature.value
         if self._annotation is None:
@@ -328,13 +334,14 @@ class FeatureExplorer(w.VBox):
             self.terms.value = _hint(f"Feature {i} has no term: its gene loadings are all zero.")
             return
         alpha = self._entry().get("annotation_params", {}).get("alpha", ALPHA)
+        stat, pval = self._test()
         body = []
         for _, row in rows.sort_values("rank").head(N_TERMS).iterrows():
             name = html.escape(str(row["term"]))
-            hit = row["score"] > 0 and row["pval_adj"] < alpha
-            body.append([f"<b>{name}</b>" if hit else name, f"{row['score']:.2f}", f"{row['pval_adj']:.2g}"])
+            hit = row[stat] > 0 and row[pval] < alpha
+            body.append([f"<b>{name}</b>" if hit else name, f"{row[stat]:.2f}", f"{row[pval]:.2g}"])
         text = f"<b>Best terms of feature {i}</b> (bold: adjusted p &lt; {alpha:g})" + _table(
-            ["term", "score", "adj. p"], body
+            ["term", stat, "adj. p"], body
         )
         if self._features is None or "best_term_auroc" not in self._features:
             text += _hint(

@@ -89,7 +89,7 @@ def test_annotation_draws_each_features_top_terms(analysed, figdir):
     table = analysed.uns["sae"]["annotation"]
     best_group = analysed.uns["sae"]["features"]["best_group"]
     for feature, ax in zip([0, 1, 3], panels, strict=True):
-        rows = table[table["feature"].astype(str) == str(feature)].sort_values("score", ascending=False).head(4)
+        rows = table[table["feature"].astype(str) == str(feature)].sort_values("rank").head(4)
         labels = [t.get_text() for t in ax.get_yticklabels()]
         assert len(labels) == 4
         for label, term in zip(labels, rows["term"], strict=True):
@@ -97,9 +97,10 @@ def test_annotation_draws_each_features_top_terms(analysed, figdir):
             assert len(lines) <= 2 and all(len(line) <= 38 for line in lines)
             assert term.startswith(" ".join(lines).removesuffix("…"))
         bars = _bars(ax)
-        np.testing.assert_allclose([b.get_width() for b in bars], rows["score"], rtol=1e-6)
+        np.testing.assert_allclose([b.get_width() for b in bars], rows["z"], rtol=1e-6)
         colours = [mcolors.to_hex(b.get_facecolor()) for b in bars]
-        assert colours == [SIGNIFICANT if p < 0.05 else NOT_SIGNIFICANT for p in rows["pval_adj"]]
+        assert colours == [SIGNIFICANT if p < 0.05 else NOT_SIGNIFICANT for p in rows["pval_matched_adj"]]
+        assert ax.get_xlabel() == "z against genes of matched expression"
         assert ax.get_title(loc="left") == f"feature {feature} (most active in {best_group[str(feature)]})"
     assert any("…" in t.get_text() for t in panels[0].get_yticklabels())  # the long name was shortened
     colours = {mcolors.to_hex(b.get_facecolor()) for ax in panels for b in _bars(ax)}

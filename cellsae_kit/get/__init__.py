@@ -5,13 +5,14 @@ table through :meth:`StoredSAE.add_features`.
 """
 
 from ._anndata import check_adata, genes, groups, is_mudata, modality, modality_name
-from ._stored import StoredSAE, check_key, codes, feature_index, keys, sae
+from ._stored import StoredSAE, check_key, codes, factor_method, feature_index, keys, sae
 
 __all__ = [
     "StoredSAE",
     "check_adata",
     "check_key",
     "codes",
+    "factor_method",
     "feature_index",
     "genes",
     "groups",

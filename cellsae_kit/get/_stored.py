@@ -16,6 +16,7 @@ from ..models import FitConfig, SparseAutoencoder, check_sparse
 from ._anndata import check_adata, genes
 
 MODEL_FIELDS = ("n_inputs", "n_features", "activation", "k", "l1_coef")
+SIGNED_FACTORS = ("pca", "ica", "dictionary")  # tl.factorize methods whose codes take both signs
 
 
 def keys(adata: AnnData | MuData) -> list[str]:
@@ -48,7 +49,10 @@ def _hint(adata: AnnData | MuData) -> str:
 def codes(adata: AnnData | MuData, key: str = "sae") -> sparse.csr_matrix:
     """Return the activations ``obsm["X_<key>"]`` of an SAE as CSR (cells x features).
 
-    Only the activations need to exist (not the rest of the SAE); a clear error when they are missing.
+    Only the activations need to exist (not the rest of the SAE); a clear error when they are missing. For a
+    factorisation of :func:`cellsae_kit.tl.factorize` with signed codes (PCA, ICA, dictionary learning), each
+    component ``i`` of ``m`` becomes two features: its positive side (feature ``i``) and its negative side
+    (feature ``m + i``), so that every tool reads non-negative features.
 
     Examples
     --------
@@ -71,6 +75,9 @@ def codes(adata: AnnData | MuData, key: str = "sae") -> sparse.csr_matrix:
     values = adata.obsm[name]
     if hasattr(values, "to_numpy"):  # a DataFrame
         values = values.to_numpy()
+    if factor_method(adata, key) in SIGNED_FACTORS and isinstance(values, np.ndarray) and values.ndim == 2:
+        # Each signed component is two features, its positive and its negative side: activations are never negative.
+        values = np.hstack([np.maximum(values, 0), np.maximum(-values, 0)])
     if not (sparse.issparse(values) or isinstance(values, np.ndarray)) or np.ndim(values) != 2:
         raise TypeError(f"adata.obsm[{name!r}] is a {type(values).__name__}; SAE activations are a 2-D matrix.")
     if not np.issubdtype(values.dtype, np.number) or values.dtype == bool:
@@ -85,6 +92,25 @@ def codes(adata: AnnData | MuData, key: str = "sae") -> sparse.csr_matrix:
             f"changed after training. Encode the cells again with cellsae_kit.tl.encode(adata, key={key!r})."
         )
     return values
+
+
+def factor_method(adata: AnnData | MuData, key: str) -> str | None:
+    """Name the method of a factorisation stored by ``tl.factorize`` under ``key`` (``None`` for anything else).
+
+    Examples
+    --------
+    >>> import cellsae_kit as csk
+    >>> adata = csk.datasets.simulate(100, 5, 2, n_genes=30)
+    >>> csk.tl.embed(adata, "pca", 10)
+    >>> csk.tl.factorize(adata, "X_pca", "ica", n_components=4)
+    >>> csk.get.factor_method(adata, "ica_pca"), csk.get.codes(adata, "ica_pca").shape
+    ('ica', (100, 8))
+    """
+    entry = adata.uns.get(key)
+    if not isinstance(entry, dict) or "weights" in entry or "components" not in entry:
+        return None
+    method = entry.get("params", {}).get("method")
+    return method if isinstance(method, str) else None
 
 
 def check_key(key: object, name: str = "key_added") -> str:

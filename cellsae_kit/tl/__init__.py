@@ -3,6 +3,7 @@
 from ._absorption import absorption
 from ._annotate import annotate_features, score_annotations
 from ._consensus import consensus
+from ._describe import describe_features
 from ._embed import embed
 from ._encode import encode, get_model
 from ._factorize import factorize
@@ -20,6 +21,7 @@ from ._sweep import sae_sweep, stability_sweep
 __all__ = [
     "absorption",
     "annotate_features",
+    "describe_features",
     "score_annotations",
     "encode",
     "feature_genes",

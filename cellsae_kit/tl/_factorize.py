@@ -13,8 +13,11 @@ from .._docs import doc_params
 from ..models import fvu
 from ._input import get_input
 
-Method = Literal["pca", "ica", "nmf", "dictionary"]
-FACTORIZE_METHODS: tuple[str, ...] = ("pca", "ica", "nmf", "dictionary")
+Method = Literal["pca", "ica", "nmf", "cnmf", "dictionary"]
+FACTORIZE_METHODS: tuple[str, ...] = ("pca", "ica", "nmf", "cnmf", "dictionary")
+# cNMF (Kotliar et al. 2019): NMF runs pooled, outlier components dropped, the rest clustered to a consensus.
+CNMF_RUNS = 10
+CNMF_OUTLIER_QUANTILE = 0.9  # components farther from their neighbours than 90% of the others are dropped
 
 
 def factorize_array(
@@ -32,7 +35,8 @@ def factorize_array(
     X
         Cells x dimensions (dense).
     method
-        ``"pca"``, ``"ica"`` (FastICA), ``"nmf"`` or ``"dictionary"`` (MiniBatchDictionaryLearning).
+        ``"pca"``, ``"ica"`` (FastICA), ``"nmf"``, ``"cnmf"`` (consensus NMF) or ``"dictionary"``
+        (MiniBatchDictionaryLearning).
     n_components
         Number of components; by default the input dimension.
     random_state
@@ -98,6 +102,11 @@ def factorize_array(
         _rewarn(caught, "NMF", "max_iter")
         components = model.components_
         params["shift"] = "per-dimension minimum subtracted"
+    elif method == "cnmf":
+        offset = X.min(axis=0)
+        components = consensus_nmf(X - offset, n_components, random_state=random_state, **kwargs)
+        codes = _nnls_codes(X - offset, components)
+        params |= {"shift": "per-dimension minimum subtracted", "n_runs": kwargs.get("n_runs", CNMF_RUNS)}
     else:
         # Centred and scaled to unit variance per dimension on average, so that the sparsity penalty alpha means
         # the same for any representation.
@@ -125,6 +134,61 @@ def factorize_array(
         "fvu": fvu(X, reconstruction),
         "params": params,
     }
+
+
+def consensus_nmf(
+    X: np.ndarray, n_components: int, *, n_runs: int = CNMF_RUNS, random_state: int = 0, max_iter: int = 500
+) -> np.ndarray:
+    """Consensus NMF components (components x dimensions) of a non-negative matrix, as cNMF finds them.
+
+    NMF is run ``n_runs`` times from random starts; the components of all runs, scaled to unit length, are pooled;
+    those far from their nearest neighbours (mean distance above the 90th percentile) are dropped as one-run
+    outliers; k-means groups the rest into ``n_components`` clusters, and each cluster's median is a consensus
+    component.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.tl._factorize import consensus_nmf
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.random((200, 2)) @ np.array([[1.0, 0, 0, 1], [0, 1.0, 1, 0]])
+    >>> H = consensus_nmf(X, 2, n_runs=4)
+    >>> sorted(np.round(H / H.max(axis=1, keepdims=True), 1).tolist())
+    [[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]]
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import NMF
+    from sklearn.exceptions import ConvergenceWarning
+
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 2:
+        raise ValueError(f"n_runs={n_runs!r} must be an integer of at least 2 (consensus needs several runs).")
+    pooled = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        for run in range(n_runs):
+            model = NMF(n_components, init="random", random_state=random_state + run, max_iter=max_iter)
+            model.fit(X)
+            pooled.append(model.components_)
+    _rewarn(caught, "NMF", "max_iter")
+    pooled = np.concatenate(pooled)
+    pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    distance = np.linalg.norm(pooled[:, None, :] - pooled[None, :, :], axis=2)
+    n_neighbours = max(1, n_runs // 3)
+    density = np.sort(distance, axis=1)[:, 1 : n_neighbours + 1].mean(axis=1)
+    kept = pooled[density <= np.quantile(density, CNMF_OUTLIER_QUANTILE)]
+    labels = KMeans(n_components, n_init=10, random_state=random_state).fit_predict(kept)
+    consensus = np.stack([np.median(kept[labels == c], axis=0) for c in range(n_components)])
+    return consensus / np.maximum(np.linalg.norm(consensus, axis=1, keepdims=True), 1e-12)
+
+
+def _nnls_codes(X: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Non-negative codes of each cell for fixed components (NMF with the components held fixed)."""
+    from sklearn.decomposition import non_negative_factorization
+
+    codes, _, _ = non_negative_factorization(
+        X, H=components, n_components=len(components), update_H=False, max_iter=1000
+    )
+    return codes
 
 
 def _rewarn(caught: list, name: str, option: str) -> None:
@@ -158,10 +222,15 @@ def factorize(
 
     Baselines for :func:`cellsae_kit.tl.sae` on the same input: principal components (``"pca"``), independent
     components (``"ica"``, FastICA with unit-variance whitening), non-negative matrix factorisation (``"nmf"``;
-    each dimension is first shifted by its minimum over the cells so that the input is non-negative) and sparse
+    each dimension is first shifted by its minimum over the cells so that the input is non-negative), consensus
+    NMF (``"cnmf"``: 10 NMF runs pooled, outliers dropped, k-means medians, codes refitted by non-negative least
+    squares, as cNMF does) and sparse
     dictionary learning (``"dictionary"``, MiniBatchDictionaryLearning with lasso codes, on the centred input
     scaled to unit variance per dimension on average; sparsity by ``alpha``, default 1). Compare them with
-    :func:`cellsae_kit.tl.recovery`.
+    :func:`cellsae_kit.tl.recovery`, and name them like SAE features: :func:`cellsae_kit.get.codes` reads each
+    signed component (PCA, ICA, dictionary) as two non-negative features, its positive side (feature ``i``) and
+    its negative side (feature ``n_components + i``), so :func:`cellsae_kit.tl.annotate_features`,
+    :func:`cellsae_kit.tl.score_annotations` and :func:`cellsae_kit.tl.describe_features` run on them unchanged.
 
     Parameters
     ----------
@@ -169,7 +238,7 @@ def factorize(
     use_rep
         The representation: an ``obsm`` key, or ``"X"``.
     method
-        ``"pca"``, ``"ica"``, ``"nmf"`` or ``"dictionary"``.
+        ``"pca"``, ``"ica"``, ``"nmf"``, ``"cnmf"`` or ``"dictionary"``.
     n_components
         Number of components; by default the dimension of ``use_rep``. PCA and ICA cannot exceed it.
     key_added

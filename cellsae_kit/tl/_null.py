@@ -113,7 +113,7 @@ def null_moments(
     >>> scores = np.array([[1.0], [2.0], [3.0], [4.0]])
     >>> members = sparse.csr_matrix([[1, 0, 1, 0]])
     >>> [float(v[0, 0]) for v in null_moments(scores, members, np.array([0, 0, 1, 1]))]
-    [4.0, 4.0, 0.5]
+    [4.0, 5.0, 0.5]
     """
     scores = np.asarray(scores, dtype=np.float64)
     members = sparse.csr_matrix(members, dtype=np.float64)

@@ -20,7 +20,7 @@ def membership(net: pd.DataFrame, genes: pd.Index, tmin: int = 5) -> tuple[pd.In
     >>> net = pd.DataFrame({"source": ["A", "A", "B"], "target": ["g0", "g1", "g9"]})
     >>> terms, members = membership(net, pd.Index(["g0", "g1", "g2"]), tmin=2)
     >>> list(terms), members.toarray().tolist()
-    [['A'], [[1.0, 1.0, 0.0]]]
+    (['A'], [[1.0, 1.0, 0.0]])
     """
     where = genes.get_indexer(net["target"])
     pairs = pd.DataFrame({"source": net["source"].to_numpy(), "gene": where})

@@ -1,5 +1,6 @@
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 
@@ -91,3 +92,20 @@ def test_copy(mixed):
     out = csk.tl.factorize(mixed, "X_rep", "ica", n_components=3, copy=True, key_added="ica")
     assert_unchanged(mixed, before)
     assert out.obsm["X_ica"].shape == (1500, 3) and out.uns["ica"]["params"]["method"] == "ica"
+
+
+def test_factor_models_are_named_like_sae_features():
+    """Signed components are read as two features (positive and negative side); NMF's as they are."""
+    adata = csk.datasets.simulate(400, 8, 4, n_genes=200, random_state=0)
+    csk.tl.embed(adata, "pca", 10)
+    csk.tl.factorize(adata, "X_pca", "pca", n_components=4)
+    codes = csk.get.codes(adata, "pca_pca")
+    signed = adata.obsm["X_pca_pca"]
+    assert codes.shape == (400, 8)
+    np.testing.assert_allclose(codes.toarray(), np.hstack([np.maximum(signed, 0), np.maximum(-signed, 0)]))
+    net = pd.DataFrame({"source": np.repeat(["a", "b"], 20), "target": adata.var_names[:40]})
+    csk.tl.annotate_features(adata, net, key="pca_pca", tmin=5)
+    assert len(adata.uns["pca_pca"]["features"]) == 8
+    csk.tl.factorize(adata, "X_pca", "cnmf", n_components=3, n_runs=3)
+    assert csk.get.codes(adata, "cnmf_pca").shape == (400, 3)
+    assert adata.uns["cnmf_pca"]["params"]["n_runs"] == 3

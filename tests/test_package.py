@@ -110,9 +110,11 @@ SHARED = {
     "cellsae_kit._docs",
     "cellsae_kit.tl._compare",
     "cellsae_kit.tl._input",
+    "cellsae_kit.tl._null",
     "cellsae_kit.tl._shared",
     "cellsae_kit.tl._store",
     "cellsae_kit.tl._stream",
+    "cellsae_kit.tl._terms",
 }
 
 

@@ -1,4 +1,7 @@
-"""Array cores and checks that several tools share (each tool module imports from here, never from a sibling)."""
+"""Array cores and checks that several tools share (each tool module imports from here, never from a sibling).
+
+The expression-matched null (``_null``) and the term clusters (``_terms``) are shared layers of the same kind.
+"""
 
 from __future__ import annotations
 

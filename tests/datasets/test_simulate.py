@@ -162,3 +162,110 @@ def test_peaks_sit_at_genes_they_share_programs_with():
     alone = csk.datasets.simulate(200, 10, 4, n_genes=100)
     np.testing.assert_array_equal(alone.X, rna.X)
     assert alone.var["start"].equals(rna.var["start"])
+
+
+HIERARCHY = {"n_cells": 3000, "n_programs": 20, "design": "hierarchy", "n_genes": 150}
+
+
+@pytest.fixture(scope="module")
+def tree_sim():
+    return csk.datasets.simulate(**HIERARCHY)
+
+
+def test_hierarchy_truth_is_consistent(tree_sim):
+    sim, truth = tree_sim, tree_sim.uns["simulation"]
+    tree, levels = truth["tree"], truth["program_level"]
+    # 4 lineages of 3 subtypes: programmes 0-3 are the lineages', 4-15 the subtypes', 16-19 states
+    assert list(sim.obs.columns) == ["lineage", "cell_type", "covariate", "covariate_offset"]
+    assert sim.obs["lineage"].cat.categories.tolist() == [f"lineage_{i}" for i in range(4)]
+    assert (
+        sim.obs["cell_type"].cat.categories.tolist()
+        == tree.index.tolist()
+        == [f"type_{i}.{j}" for i in range(4) for j in range(3)]
+    )
+    assert levels.tolist() == ["lineage"] * 4 + ["subtype"] * 12 + ["state"] * 4
+    assert tree["lineage_program"].tolist() == [i for i in range(4) for _ in range(3)]
+    assert tree["subtype_program"].tolist() == list(range(4, 16))
+    assert truth["params"]["n_subtypes"] == [3, 3, 3, 3] and truth["params"]["n_states"] == 4
+    # the subtypes split the cells evenly; each cell's lineage is its subtype's
+    assert sim.obs["cell_type"].value_counts().tolist() == [250] * 12
+    cell_type = sim.obs["cell_type"].astype(str).to_numpy()
+    assert (sim.obs["lineage"].astype(str).to_numpy() == tree.loc[cell_type, "lineage"].to_numpy()).all()
+    # every subtype's cells have their lineage programme and their own programme on, every other tree programme
+    # off; a lineage programme is shared by all subtypes of the lineage
+    programs = sim.obsm["true_programs"]
+    on = programs != 0
+    expected = np.zeros((sim.n_obs, 16), dtype=bool)
+    expected[np.arange(sim.n_obs), tree.loc[cell_type, "lineage_program"].to_numpy()] = True
+    expected[np.arange(sim.n_obs), tree.loc[cell_type, "subtype_program"].to_numpy()] = True
+    np.testing.assert_array_equal(on[:, :16], expected)
+    np.testing.assert_array_equal(truth["cell_type_masks"][:, :16], expected[np.argsort(cell_type)][::250])
+    assert not truth["cell_type_masks"][:, 16:].any()
+    for lineage, rows in tree.groupby("lineage"):
+        in_lineage = sim.obs["lineage"] == lineage
+        assert (
+            on[in_lineage, rows["lineage_program"].iloc[0]].all()
+            and not on[~in_lineage, rows["lineage_program"].iloc[0]].any()
+        )
+    # tree programmes are activity + offset where on; states scale that by an intensity uniform on [0, 1]
+    level = (sim.obsm["true_activity"] + sim.obs["covariate_offset"].to_numpy()[:, None]).astype(np.float64)
+    np.testing.assert_allclose(programs[:, :16][on[:, :16]], level[:, :16][on[:, :16]], atol=1e-5)
+    intensity = programs[:, 16:][on[:, 16:]] / level[:, 16:][on[:, 16:]]
+    assert intensity.min() >= -1e-4 and intensity.max() <= 1 + 1e-4
+    assert np.mean(intensity) == pytest.approx(0.5, abs=0.03)
+    assert on[:, 16:].mean() == pytest.approx(0.3, abs=0.02)
+    # the study's rates, given to the programmes in a random order
+    np.testing.assert_allclose(np.sort(truth["rates"]), np.linspace(1.0, 10.9, 20))
+    assert (np.ptp(programs, axis=0) > 0).all()
+
+
+def test_hierarchy_of_unequal_lineages_without_states():
+    sim = csk.datasets.simulate(200, 7, design="hierarchy", n_lineages=2, n_subtypes=[2, 3], n_genes=40)
+    tree = sim.uns["simulation"]["tree"]
+    assert tree["lineage"].tolist() == ["lineage_0"] * 2 + ["lineage_1"] * 3
+    assert tree["subtype_program"].tolist() == [2, 3, 4, 5, 6]
+    assert "state" not in sim.uns["simulation"]["program_level"].tolist()
+    assert sim.obs["lineage"].value_counts().sort_index().tolist() == [80, 120]
+    again = csk.datasets.simulate(200, 7, design="hierarchy", n_lineages=2, n_subtypes=[2, 3], n_genes=40)
+    np.testing.assert_array_equal(again.X, sim.X)
+
+
+def test_hierarchy_in_a_mudata():
+    mdata = csk.datasets.simulate(300, 10, design="hierarchy", n_lineages=2, n_subtypes=2, modalities=("rna", "prot"))
+    assert list(mdata.obs.columns[:2]) == ["lineage", "cell_type"]
+    assert mdata.mod["prot"].uns["simulation"]["tree"].equals(mdata.uns["simulation"]["tree"])
+
+
+def test_hierarchy_round_trips_through_h5ad(tree_sim, tmp_path):
+    tree_sim.write_h5ad(tmp_path / "tree.h5ad")
+    back = ad.read_h5ad(tmp_path / "tree.h5ad")
+    pd.testing.assert_frame_equal(back.uns["simulation"]["tree"], tree_sim.uns["simulation"]["tree"])
+    assert back.uns["simulation"]["program_level"].tolist() == tree_sim.uns["simulation"]["program_level"].tolist()
+    np.testing.assert_array_equal(
+        back.uns["simulation"]["cell_type_masks"], tree_sim.uns["simulation"]["cell_type_masks"]
+    )
+    assert back.obs["lineage"].equals(tree_sim.obs["lineage"]) and back.obs["cell_type"].equals(
+        tree_sim.obs["cell_type"]
+    )
+    assert back.uns["simulation"]["params"]["design"] == "hierarchy"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_programs": 15}, r"n_programs >= 16"),
+        ({"n_cell_types": 5}, "leave out n_cell_types"),
+        ({"n_lineages": 0}, "n_lineages"),
+        ({"n_lineages": 2.5}, "n_lineages"),
+        ({"n_subtypes": 0}, "n_subtypes"),
+        ({"n_subtypes": [2, 2]}, "one count per lineage"),
+        ({"n_subtypes": "3"}, "n_subtypes"),
+        ({"n_subtypes": [2, 2, 0, 1]}, "n_subtypes"),
+        ({"n_cells": 10}, "one cell per subtype"),
+        ({"design": "cell_type", "n_lineages": 3}, "design='hierarchy'"),
+        ({"design": "independent", "n_subtypes": 2}, "design='hierarchy'"),
+    ],
+)
+def test_hierarchy_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        csk.datasets.simulate(**({"n_cells": 50, "n_programs": 20, "n_genes": 10, "design": "hierarchy"} | kwargs))

@@ -409,6 +409,21 @@ case("steer NaN value", lambda a: csk.tl.steer(a, 0, value=float("nan")), E, "va
 case("absorption groupby", lambda a: csk.tl.absorption(a, groupby="nope", hierarchy={"a": ["b"]}), K, "nope")
 case("absorption hierarchy", lambda a: csk.tl.absorption(a, groupby="group", hierarchy={"T": ["z", "a"]}), E, "'z'")
 case("absorption no children", lambda a: csk.tl.absorption(a, groupby="group", hierarchy={"T": []}), E, "no children")
+case("absorption no tree", lambda a: csk.tl.absorption(a, truth="true_programs"), E, "design='hierarchy'")
+case("absorption truth missing", lambda a: csk.tl.absorption(a, truth="nope"), K, "nope")
+case("absorption no hierarchy", lambda a: csk.tl.absorption(a), (TypeError,), "truth=")
+case(
+    "absorption truth and groupby",
+    lambda a: csk.tl.absorption(a, truth="true_programs", groupby="group", hierarchy={"T": ["a"]}),
+    E,
+    "not both",
+)
+case(
+    "absorption programme out of range",
+    lambda a: csk.tl.absorption(a, truth="true_programs", hierarchy={0: [9]}),
+    E,
+    "not columns of the truth",
+)
 case("peaks_to_genes no genes", lambda a: csk.tl.peaks_to_genes(a), (TypeError, ValueError), "genes=")
 case("joint_embedding anndata", lambda a: csk.tl.joint_embedding(a), (TypeError, ValueError), "MuData")
 
@@ -467,6 +482,14 @@ case("simulate design", lambda a: csk.datasets.simulate(50, 5, design="tree"), E
 case("simulate modality", lambda a: csk.datasets.simulate(50, 5, modalities=("rna", "hic")), E, "hic")
 case("simulate p_active", lambda a: csk.datasets.simulate(50, 5, p_active=2), E, "p_active")
 case("simulate noise", lambda a: csk.datasets.simulate(50, 5, noise="gauss"), E, "noise")
+case("simulate hierarchy n_programs", lambda a: csk.datasets.simulate(50, 5, design="hierarchy"), E, "n_programs")
+case(
+    "simulate hierarchy n_cell_types",
+    lambda a: csk.datasets.simulate(50, 20, 4, design="hierarchy"),
+    E,
+    "n_cell_types",
+)
+case("simulate n_lineages cell_type", lambda a: csk.datasets.simulate(50, 5, n_lineages=2), E, "design='hierarchy'")
 case("genesets unknown", lambda a: csk.datasets.genesets("kegg"), (ValueError, FileNotFoundError), "kegg")
 case("genesets sizes", lambda a: csk.datasets.genesets("go_bp", min_size=50, max_size=10), E, "min_size")
 

@@ -447,3 +447,57 @@ def get_truth(adata: AnnData, truth: Truth) -> tuple[np.ndarray, list[str], str]
         return values, names, truth
     values, names = check_truth(truth, adata.n_obs)
     return values, names, "array"
+
+
+#: Columns of the programme tree that ``datasets.simulate(design="hierarchy")`` stores in ``uns["simulation"]``.
+TREE_COLUMNS = ("lineage", "lineage_program", "subtype_program")
+
+
+def get_tree(adata: AnnData, n_programs: int, key: str = "simulation") -> pd.DataFrame:
+    """Return the programme tree of a hierarchical simulation, ``uns[key]["tree"]``, checked against the truth.
+
+    Parameters
+    ----------
+    adata
+        Data from :func:`cellsae_kit.datasets.simulate` with ``design="hierarchy"``.
+    n_programs
+        Number of columns of the true programmes the tree's programme numbers must index.
+    key
+        The ``uns`` entry of the simulation.
+
+    Returns
+    -------
+    One row per subtype (the index), with its ``lineage`` and the column numbers of the lineage's programme
+    (``lineage_program``, the parent) and of its own (``subtype_program``, the child).
+
+    Examples
+    --------
+    >>> import cellsae_kit as csk
+    >>> from cellsae_kit.tl._shared import get_tree
+    >>> adata = csk.datasets.simulate(200, 8, design="hierarchy", n_lineages=2, n_subtypes=2, n_genes=30)
+    >>> get_tree(adata, 8)["subtype_program"].tolist()
+    [2, 3, 4, 5]
+    """
+    entry = adata.uns.get(key)
+    tree = entry.get("tree") if isinstance(entry, dict) else None
+    if tree is None:
+        design = entry.get("params", {}).get("design") if isinstance(entry, dict) else None
+        found = f"the simulation has design={design!r}, which has no tree" if design else f"uns[{key!r}] has no tree"
+        raise ValueError(
+            f"The truth records no hierarchy ({found}): simulate with cellsae_kit.datasets.simulate(..., "
+            "design='hierarchy'), or pass hierarchy={parent programme: [child programmes]} with truth=, or "
+            "groupby= and hierarchy= for groups of cells."
+        )
+    missing = [c for c in TREE_COLUMNS if not isinstance(tree, pd.DataFrame) or c not in tree.columns]
+    if missing:
+        raise ValueError(
+            f"uns[{key!r}]['tree'] must be a DataFrame with columns {', '.join(TREE_COLUMNS)} (as "
+            f"cellsae_kit.datasets.simulate writes it); it lacks {', '.join(missing)}."
+        )
+    programs = tree[["lineage_program", "subtype_program"]].to_numpy()
+    if not np.issubdtype(programs.dtype, np.integer) or programs.min() < 0 or programs.max() >= n_programs:
+        raise ValueError(
+            f"uns[{key!r}]['tree'] names programmes outside the {n_programs} columns of the truth; pass the truth "
+            "the simulation wrote (obsm['true_programs']) for the cells it simulated."
+        )
+    return tree.loc[:, list(TREE_COLUMNS)].copy()

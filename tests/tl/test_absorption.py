@@ -9,7 +9,7 @@ from scipy import sparse
 from sklearn.metrics import f1_score
 
 import cellsae_kit as csk
-from cellsae_kit.tl._absorption import ALL_CHILDREN, absorption_scores
+from cellsae_kit.tl._absorption import ALL_CHILDREN, TREE_COLUMNS, absorption_scores, tree_absorption_scores
 from tests.conftest import assert_unchanged, snapshot
 
 T_CELLS = [
@@ -153,3 +153,179 @@ def test_uns_entry_must_exist(pbmc_sae):
     del pbmc_sae.uns["sae"]
     with pytest.raises(KeyError, match="run cellsae_kit.tl.sae"):
         csk.tl.absorption(pbmc_sae, groupby="bulk_labels", hierarchy={"T cell": T_CELLS})
+
+
+# --- the truth mode: true programmes and their tree ---
+
+
+def constructed_tree():
+    """Lineage L (programme 0) over subtypes a (programme 1, cells 0-99) and b (programme 2, cells 100-199);
+    lineage M (programme 3) over subtype c (programme 4, cells 200-299).
+
+    Feature 0 follows L but is silenced in half of a's cells (0-49), where a's feature 1 fires: absorption of a
+    is exactly 0.5; b's feature 2 fires in all of b's cells with the parent's: 0; pooled 50 / 200 = 0.25.
+    """
+    rng = np.random.default_rng(0)
+    n = 300
+    truth = np.zeros((n, 5))
+    truth[:200, 0] = rng.uniform(1, 2, 200)
+    truth[:100, 1] = rng.uniform(1, 2, 100)
+    truth[100:200, 2] = rng.uniform(1, 2, 100)
+    truth[200:, 3] = rng.uniform(1, 2, 100)
+    truth[200:, 4] = rng.uniform(1, 2, 100)
+    codes = np.zeros((n, 6))
+    codes[:, 0] = truth[:, 0]
+    codes[:50, 0] = 0.0
+    codes[:, 1] = truth[:, 1]
+    codes[:, 2] = truth[:, 2]
+    codes[:, 3] = truth[:, 3]
+    codes[:, 4] = truth[:, 4]
+    codes[:, 5] = rng.random(n) < 0.1  # a feature firing at random
+    return codes, truth
+
+
+def tree_adata(codes, truth):
+    adata = AnnData(np.zeros((len(codes), 2), dtype=np.float32), obsm={"X_sae": sparse.csr_matrix(codes)})
+    adata.obsm["true_programs"] = truth.astype(np.float32)
+    tree = pd.DataFrame(
+        {"lineage": ["L", "L", "M"], "lineage_program": [0, 0, 3], "subtype_program": [1, 2, 4]},
+        index=pd.Index(["a", "b", "c"]),
+    )
+    adata.uns["simulation"] = {"params": {"design": "hierarchy"}, "tree": tree}
+    adata.uns["sae"] = {"params": {"n_features": 6}}
+    return adata
+
+
+def test_known_absorption_of_a_true_parent():
+    codes, truth = constructed_tree()
+    table = tree_absorption_scores(codes, truth, {0: [1, 2], 3: [4]})
+    assert list(table.columns) == TREE_COLUMNS and len(table) == 5
+    by = table.set_index(["parent", "child"])
+    a, b, pooled = by.loc[("0", "1")], by.loc[("0", "2")], by.loc[("0", ALL_CHILDREN)]
+    assert (a["parent_feature"], a["child_feature"], b["child_feature"]) == (0, 1, 2)
+    assert (a["n_cells"], a["n_absorbed"], a["absorption"]) == (100, 50, 0.5)
+    assert (b["n_cells"], b["n_absorbed"], b["absorption"]) == (100, 0, 0.0)
+    assert (pooled["n_cells"], pooled["n_absorbed"], pooled["absorption"]) == (200, 50, 0.25)
+    assert (a["n_parent_on"], a["n_parent_silent"], pooled["n_parent_on"], pooled["n_parent_silent"]) == (
+        100,
+        50,
+        200,
+        50,
+    )
+    c = by.loc[("3", "4")]
+    assert (c["parent_feature"], c["child_feature"], c["absorption"]) == (3, 4, 0.0)
+    # the features are the best-correlated ones (Pearson r by numpy), the parent's own excluded for the children
+    r = np.corrcoef(codes.T, truth.T)[:6, 6:]
+    assert a["parent_r"] == pytest.approx(r[:, 0].max()) and int(np.argmax(r[:, 0])) == 0
+    assert a["child_r"] == pytest.approx(r[1:, 1].max())
+    assert pooled["child_feature"] == -1 and np.isnan(pooled["child_r"]) and np.isnan(table["decoder_cosine"]).all()
+
+
+def test_tree_threshold_and_a_child_feature_outside_its_subtype():
+    codes, truth = constructed_tree()
+    codes[150:160, 0] = 0.01  # weakly on in 10 of b's cells: silent only above a threshold
+    codes[150:160, 1] = 1.0  # and a's feature fires there too (a sibling's cells count: the parent is on)
+    W_dec = np.random.default_rng(1).normal(size=(6, 4))
+    low = tree_absorption_scores(codes, truth, {0: [1, 2]}, W_dec=W_dec).set_index("child")
+    high = tree_absorption_scores(codes, truth, {0: [1, 2]}, W_dec=W_dec, threshold=0.05).set_index("child")
+    assert (low.loc["1", "n_cells"], low.loc["1", "n_absorbed"]) == (110, 50)
+    assert (high.loc["1", "n_cells"], high.loc["1", "n_absorbed"]) == (110, 60)
+    assert high.loc["2", "n_absorbed"] == 10 and high.loc[ALL_CHILDREN, "n_absorbed"] == 60
+    unit = W_dec / np.linalg.norm(W_dec, axis=1, keepdims=True)
+    assert low.loc["1", "decoder_cosine"] == pytest.approx(unit[0] @ unit[1])
+
+
+def test_wrapper_reads_the_tree_and_survives_h5ad(tmp_path):
+    codes, truth = constructed_tree()
+    adata = tree_adata(codes, truth)
+    csk.tl.absorption(adata, truth="true_programs")
+    table = adata.uns["sae"]["absorption"]
+    assert table["parent"].tolist() == ["L", "L", "L", "M", "M"]
+    assert table["child"].tolist() == ["a", "b", ALL_CHILDREN, "c", ALL_CHILDREN]
+    assert table["absorption"].tolist() == [0.5, 0.0, 0.25, 0.0, 0.0]
+    assert adata.uns["sae"]["params"]["absorption"] == {"truth": "true_programs", "threshold": 0.0}
+    # the same numbers from an explicit tree of column numbers
+    explicit = csk.tl.absorption(adata, truth="true_programs", hierarchy={0: [1, 2], 3: [4]}, copy=True)
+    cols = ["parent_feature", "child_feature", "n_cells", "n_absorbed", "absorption"]
+    pd.testing.assert_frame_equal(explicit.uns["sae"]["absorption"][cols], table[cols])
+    adata.write_h5ad(tmp_path / "tree.h5ad")
+    back = ad.read_h5ad(tmp_path / "tree.h5ad").uns["sae"]["absorption"]
+    pd.testing.assert_frame_equal(back, table, check_dtype=False)
+
+
+@pytest.fixture(scope="module")
+def _tree_sae():
+    torch.set_num_threads(1)
+    adata = csk.datasets.simulate(2000, 16, design="hierarchy", n_lineages=3, n_subtypes=3, n_genes=200)
+    csk.tl.embed(adata, "pca", 20, progress=False)
+    csk.tl.sae(adata, "X_pca", n_features=64, k=6, n_epochs=15, progress=False, device="cpu")
+    return adata
+
+
+@pytest.fixture
+def tree_sae(_tree_sae):
+    return _tree_sae.copy()
+
+
+def test_simulated_hierarchy_through_a_real_fit(tree_sae):
+    csk.tl.absorption(tree_sae, truth="true_programs")
+    table = tree_sae.uns["sae"]["absorption"]
+    assert table.shape == (3 * 4, len(TREE_COLUMNS))
+    summary = table[table["child"] == ALL_CHILDREN]
+    assert summary["parent"].tolist() == ["lineage_0", "lineage_1", "lineage_2"]
+    assert table.loc[table["child"] != ALL_CHILDREN, "child"].tolist() == [
+        f"type_{i}.{j}" for i in range(3) for j in range(3)
+    ]
+    assert table["absorption"].dropna().between(0, 1).all() and summary["absorption"].notna().all()
+    # by hand: the best-correlated features and the pooled rate
+    codes = tree_sae.obsm["X_sae"].toarray()
+    truth = tree_sae.obsm["true_programs"].astype(np.float64)
+    sd = codes.std(axis=0) > 0
+    for row in summary.itertuples():
+        r = np.zeros(codes.shape[1])
+        r[sd] = [np.corrcoef(codes[:, j], truth[:, row.parent_program])[0, 1] for j in np.flatnonzero(sd)]
+        assert row.parent_feature == int(np.argmax(r)) and row.parent_r == pytest.approx(r.max())
+        children = table[(table["parent"] == row.parent) & (table["child"] != ALL_CHILDREN)]
+        on = truth[:, row.parent_program] != 0
+        fires = (codes[:, children["child_feature"].to_numpy()] > 0).any(axis=1) & on
+        assert row.n_cells == fires.sum()
+        assert row.absorption == pytest.approx(np.mean(codes[fires, row.parent_feature] == 0))
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "error", "message"),
+    [
+        ("no tree", {"truth": "true_programs"}, ValueError, "design='hierarchy'"),
+        (None, {"truth": "nope"}, KeyError, "nope"),
+        (None, {"key": "missing", "truth": "true_programs"}, KeyError, "X_missing"),
+        (None, {"truth": "true_programs", "groupby": "cell_type"}, ValueError, "not both"),
+        (None, {}, TypeError, "truth="),
+        (None, {"truth": "true_programs", "hierarchy": {0: [99]}}, ValueError, "not columns of the truth"),
+        (None, {"truth": "true_programs", "hierarchy": {0: []}}, ValueError, "no children"),
+        (None, {"truth": "true_programs", "hierarchy": {0: [0, 4]}}, ValueError, "parent itself"),
+        (None, {"truth": "true_programs", "hierarchy": [0, 4]}, TypeError, "dict"),
+        ("array", {}, TypeError, "hierarchy="),
+        (None, {"truth": "true_programs", "threshold": -1.0}, ValueError, "threshold"),
+        ("bad tree", {"truth": "true_programs"}, ValueError, "outside"),
+    ],
+)
+def test_truth_mode_bad_input_leaves_adata_unchanged(tree_sae, change, kwargs, error, message):
+    if change == "no tree":
+        del tree_sae.uns["simulation"]["tree"]
+    elif change == "array":
+        kwargs = {"truth": tree_sae.obsm["true_programs"]}
+    elif change == "bad tree":
+        tree_sae.uns["simulation"]["tree"].loc[:, "subtype_program"] = 99
+    before = snapshot(tree_sae)
+    with pytest.raises(error, match=message):
+        csk.tl.absorption(tree_sae, **kwargs)
+    assert_unchanged(tree_sae, before)
+    assert "absorption" not in tree_sae.uns["sae"] and "absorption" not in tree_sae.uns["sae"]["params"]
+
+
+def test_no_tree_in_a_cell_type_simulation_names_the_design():
+    adata = csk.datasets.simulate(200, 6, 3, n_genes=30)
+    adata.obsm["X_sae"] = sparse.csr_matrix(np.abs(adata.obsm["true_programs"]))
+    adata.uns["sae"] = {"params": {}}
+    with pytest.raises(ValueError, match="design='cell_type', which has no tree"):
+        csk.tl.absorption(adata, truth="true_programs")

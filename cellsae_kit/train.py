@@ -108,6 +108,8 @@ def _parse(kind: type, text: str) -> Any:
     if text == "auto":
         return text
     try:
+        if typing.get_origin(kind) is tuple:  # sizes such as --prefixes 16,64,256
+            return tuple(int(part) for part in text.split(","))
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a {kind.__name__}") from None

@@ -305,7 +305,8 @@ class StoredSAE:
             metadata["layer"] = self.layer
         if self.var_names is not None:
             metadata["var_names"] = self.var_names
-        config = {name: params[name] for name in MODEL_FIELDS} | {"metadata": metadata}
+        extra = [name for name in SparseAutoencoder.extra_fields(str(params["activation"])) if name in params]
+        config = {name: params[name] for name in (*MODEL_FIELDS, *extra)} | {"metadata": metadata}
         return SparseAutoencoder.from_weights(config, self.weights).eval()
 
     @property

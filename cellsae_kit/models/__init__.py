@@ -10,6 +10,7 @@ from ._defaults import (
     auto_lr,
     auto_n_epochs,
     auto_n_features,
+    auto_prefixes,
     auto_validation_fraction,
     resolve,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "auto_lr",
     "auto_n_epochs",
     "auto_n_features",
+    "auto_prefixes",
     "auto_validation_fraction",
     "check_data",
     "check_sparse",

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._docs import DOCS
 from ._defaults import AUTO, RULES
-from ._sae import Activation
+from ._sae import BANDWIDTH, Activation, check_prefixes, prefix_sizes
 
 Center = Literal["mean", "median", "none"]
 Init = Literal["data", "random"]
@@ -71,13 +71,39 @@ class FitConfig:
     activation: Activation | Auto = _option(
         AUTO,
         '``"topk"`` (exactly ``k`` features per cell), ``"batchtopk"`` (``k`` per cell on average over a batch, '
-        'a threshold at inference) or ``"relu"`` (ReLU with an L1 penalty weighted by the decoder norms).'
-        + _auto("activation"),
+        'a threshold at inference), ``"relu"`` (ReLU with an L1 penalty weighted by the decoder norms), '
+        '``"matryoshka"`` (BatchTopK trained so that each nested prefix of the dictionary, ``prefixes``, '
+        "reconstructs the cells on its own: the first features are the broad ones; Bussmann et al., 2025) or "
+        '``"jumprelu"`` (a learned threshold per feature, trained with a straight-through estimator towards an '
+        "average of ``k`` active features per cell; Rajamanoharan et al., 2024)." + _auto("activation"),
     )
     k: int | Auto = _option(
-        AUTO, "Active features per cell (``topk``) or on average (``batchtopk``)." + _auto("k"), POSITIVE
+        AUTO,
+        "Active features per cell (``topk``), on average (``batchtopk``, ``matryoshka``) or the target average "
+        "(``jumprelu``, at most the input dimension)." + _auto("k"),
+        POSITIVE,
     )
     l1_coef: float = _option(0.05, 'L1 weight of the ReLU SAE (``activation="relu"``).', NON_NEGATIVE)
+    prefixes: tuple[int, ...] | Auto = _option(
+        AUTO,
+        'Nested dictionary sizes of the Matryoshka SAE (``activation="matryoshka"``; ignored by the others), '
+        "strictly increasing and at most ``n_features``, which is the last prefix (added when missing). Its loss "
+        "is the mean over the prefixes of the reconstruction error from the features below each size."
+        + _auto("prefixes"),
+    )
+    l0_coef: float = _option(
+        1.0,
+        'Weight of the JumpReLU SAE\'s sparsity penalty ``l0_coef * (L0 / k - 1)^2`` (``activation="jumprelu"``), '
+        "which holds the batch's mean number of active features per cell at ``k``.",
+        NON_NEGATIVE,
+    )
+    bandwidth: float = _option(
+        BANDWIDTH,
+        "Width of the rectangle kernel of the JumpReLU SAE's straight-through estimator (in the scaled input "
+        "units, where a cell's mean distance from the centre is ``sqrt(d)``): pre-activations within "
+        "``bandwidth / 2`` of a feature's threshold move it.",
+        ABOVE_ZERO,
+    )
     center: Center = _option(
         "mean",
         'Initialise the decoder bias (subtracted before encoding) at the ``"mean"`` or geometric ``"median"`` of '
@@ -164,6 +190,8 @@ class FitConfig:
                 f"k={self.k} with n_features={self.n_features}: k (active features per cell) must be smaller "
                 "than n_features; lower k or raise n_features."
             )
+        if self.activation == "matryoshka" and self.prefixes != AUTO and isinstance(self.n_features, int):
+            prefix_sizes(self.n_features, self.prefixes)  # sizes above n_features fail here, before any training
 
     @classmethod
     def options(cls) -> tuple[str, ...]:
@@ -216,7 +244,11 @@ class FitConfig:
         >>> FitConfig(k=16).params()["k"]
         16
         """
-        return {name: value for name, value in asdict(self).items() if value is not None}
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in asdict(self).items()
+            if value is not None
+        }
 
 
 def _kind(name: str) -> tuple[type | tuple[str, ...], bool, bool]:
@@ -233,10 +265,13 @@ def _kind(name: str) -> tuple[type | tuple[str, ...], bool, bool]:
 def _check(name: str, value: Any, bounds: tuple | None) -> Any:
     """Check one option against its annotation and range; return it as a plain Python value."""
     kind, optional, auto = _kind(name)
-    if auto and (value == AUTO or (value is None and optional)):  # None: the spelling of "auto" before 0.2
+    said_auto = isinstance(value, str) and value == AUTO
+    if auto and (said_auto or (value is None and optional)):  # None: the spelling of "auto" before 0.2
         return AUTO
     if value is None and optional:
         return None
+    if typing.get_origin(kind) is tuple:  # prefix sizes: a list, tuple or array (read back from an h5ad)
+        return check_prefixes(value)
     if isinstance(kind, tuple):
         if value not in kind:
             raise ValueError(f"{name}={value!r} is not known; choose one of {', '.join(map(repr, kind))}.")

@@ -28,6 +28,8 @@ STEPS = 4000  # the features separate into programs late, after a plateau of the
 MAX_EPOCHS = 300  # bounds training on a few hundred cells to seconds
 MIN_VALIDATION_CELLS = 50
 LR = 4e-3
+PREFIX_LEVELS = 5  # Matryoshka prefixes at n_features / 16, / 8, / 4, / 2 and n_features
+MIN_PREFIX = 4  # a prefix of fewer features is left out (unless the dictionary itself is that small)
 
 RULES = {
     "n_features": (
@@ -38,6 +40,10 @@ RULES = {
         "at least 1"
     ),
     "activation": "batchtopk",
+    "prefixes": (
+        f"n_features / 16, / 8, / 4, / 2 and n_features (rounded down; sizes under {MIN_PREFIX} features left out), "
+        'for activation="matryoshka"'
+    ),
     "batch_size": "a power of 2 near training cells / 32, between 32 and 1024",
     "lr": f"{LR:g} x sqrt(256 / n_features), at most {LR:g}",
     "n_epochs": f"enough for {STEPS} steps, between 2 and {MAX_EPOCHS} epochs",
@@ -48,6 +54,25 @@ RULES = {
 
 def _power_of_two(x: float, low: int, high: int) -> int:
     return int(min(high, max(low, 2 ** round(math.log2(max(x, 1))))))
+
+
+def auto_prefixes(n_features: int) -> tuple[int, ...]:
+    """Return the nested dictionary sizes of a Matryoshka SAE: 1/16, 1/8, 1/4, 1/2 and all of the features.
+
+    Halving from the whole dictionary gives each level twice the features of the one before, as the levels of a
+    hierarchy (lineage, type, subtype, state) hold more programmes each; five levels put the smallest prefix at
+    1/16 of the dictionary (16 features of the default 256 for 32 active, enough for the broad lineage
+    programmes). Sizes are rounded down and those under 4 features are left out.
+
+    Examples
+    --------
+    >>> from cellsae_kit.models import auto_prefixes
+    >>> auto_prefixes(256), auto_prefixes(100), auto_prefixes(16), auto_prefixes(3)
+    ((16, 32, 64, 128, 256), (6, 12, 25, 50, 100), (4, 8, 16), (3,))
+    """
+    n_features = int(n_features)
+    sizes = {n_features // 2**level for level in range(PREFIX_LEVELS)}
+    return tuple(sorted(s for s in sizes if s >= min(MIN_PREFIX, n_features)))
 
 
 def auto_validation_fraction(n_cells: int) -> float:
@@ -182,7 +207,9 @@ def resolve(
     n_train = max(1, n_cells - (0 if fraction == 0 else max(1, round(fraction * n_cells))))
     n_features = get("n_features", lambda: auto_n_features(n_train, n_inputs))
     get("k", lambda: auto_k(n_train, n_inputs, n_features))
-    get("activation", lambda: "batchtopk")
+    activation = get("activation", lambda: "batchtopk")
+    if activation == "matryoshka":  # the other activations have no prefixes: theirs stays "auto"
+        get("prefixes", lambda: auto_prefixes(n_features))
     batch_size = get("batch_size", lambda: auto_batch_size(n_train))
     get("lr", lambda: auto_lr(n_features))
     n_epochs = get("n_epochs", lambda: auto_n_epochs(n_train, min(batch_size, n_train)))
@@ -195,7 +222,8 @@ def warn_settings(
 ) -> None:
     """Warn about explicit settings that do not fit the data, naming the setting ``"auto"`` would choose."""
     explicit = [name for name in ("k", "n_features", "validation_fraction", "n_epochs") if name not in rules]
-    auto, _ = resolve(replace(config, **dict.fromkeys(explicit, AUTO)), n_train + n_validation, n_inputs)
+    # (the prefixes are left "auto": explicit ones may not fit the dictionary "auto" would choose)
+    auto, _ = resolve(replace(config, **dict.fromkeys(explicit, AUTO), prefixes=AUTO), n_train + n_validation, n_inputs)
     problems = []
     if "k" in explicit and config.activation != "relu" and config.k >= n_inputs:
         problems.append(

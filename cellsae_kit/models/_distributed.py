@@ -4,8 +4,9 @@ Every process holds the same model and reads its own shard of the chunks; after 
 are averaged over the processes (what ``DistributedDataParallel`` does, here in one flat all-reduce, because the
 training step calls the encoder, the top-k and the decoder separately rather than the module's ``forward``). The
 rest of the bookkeeping must be identical everywhere: which features fired (all-reduced), the AuxK variance of the
-whole batch, the BatchTopK cut-off of the whole batch, and the cells drawn for resampling (all ranks draw with the
-same generator from the gathered errors, and the chosen cells' inputs are summed from their owners).
+whole batch, the BatchTopK (and Matryoshka) cut-off of the whole batch, JumpReLU's mean L0 in its penalty, and
+the cells drawn for resampling (all ranks draw with the same generator from the gathered errors, and the chosen
+cells' inputs are summed from their owners).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class Sync:
         """Return the summed per-dimension variance of the batch's residuals."""
         return (residual - residual.mean(0)).pow(2).sum(1).mean()
 
+    def average(self, value: torch.Tensor) -> torch.Tensor:
+        """Return the mean of a number over the processes (each holds an equal part of the batch)."""
+        return value
+
     def gradients(self, model: SparseAutoencoder) -> None:
         """Average the gradients over the processes."""
 
@@ -78,7 +83,7 @@ class ProcessGroup(Sync):
             dist.broadcast(tensor, 0)
 
     def select(self, model: SparseAutoencoder, pre: torch.Tensor) -> Codes:
-        if model.activation != "batchtopk" or not model.training:
+        if not model.batch_selection or not model.training:
             return model.select(pre)
         # Keep the k x (whole batch) largest activations: the cut-off is the smallest of them across processes.
         positive = F.relu(pre).flatten()
@@ -105,6 +110,11 @@ class ProcessGroup(Sync):
         n = stats[-1]
         mean = stats[:-2] / n
         return (stats[-2] / n - mean.pow(2).sum()).to(residual.dtype)
+
+    def average(self, value: torch.Tensor) -> torch.Tensor:
+        out = value.detach().clone()
+        dist.all_reduce(out)
+        return out / self.world_size
 
     def gradients(self, model: SparseAutoencoder) -> None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]

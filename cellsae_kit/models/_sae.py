@@ -1,8 +1,10 @@
-"""The sparse autoencoder module: TopK, BatchTopK and ReLU + L1 in one class."""
+"""The sparse autoencoder module: TopK, BatchTopK, ReLU + L1, Matryoshka and JumpReLU in one class."""
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -11,11 +13,18 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
+from ._defaults import auto_prefixes
 from ._encode import encode_rows
 
-Activation = Literal["topk", "batchtopk", "relu"]
+Activation = Literal["topk", "batchtopk", "relu", "matryoshka", "jumprelu"]
 #: The activations a :class:`SparseAutoencoder` can use.
-ACTIVATIONS: tuple[str, ...] = ("topk", "batchtopk", "relu")
+ACTIVATIONS: tuple[str, ...] = ("topk", "batchtopk", "relu", "matryoshka", "jumprelu")
+# Activations that keep the k x batch largest pre-activations of a training batch, and a threshold at inference.
+BATCH_SELECTION = ("batchtopk", "matryoshka")
+#: Default width of the rectangle kernel of JumpReLU's straight-through estimator (in scaled input units).
+BANDWIDTH = 0.05
+# The constructor arguments stored in a model's config beyond the common ones, by activation.
+EXTRA_FIELDS = {"matryoshka": ("prefixes",), "jumprelu": ("bandwidth",)}
 # Pre-activations (cells x features) computed at once by TopK on a CPU: 2**21 floats, 8 MB, about an L2/L3 slice.
 CPU_BLOCK = 2**21
 
@@ -58,11 +67,21 @@ class SparseAutoencoder(nn.Module):
     activation
         ``"topk"`` keeps the ``k`` largest pre-activations of each cell; ``"batchtopk"`` keeps the ``k x batch``
         largest of a training batch and a learned threshold at inference; ``"relu"`` is a ReLU with an L1 penalty
-        weighted by the decoder row norms.
+        weighted by the decoder row norms; ``"matryoshka"`` selects as BatchTopK and is trained so that every
+        prefix of the dictionary (``prefixes``) reconstructs the cells on its own (Bussmann et al., 2025), which
+        puts the broad features first; ``"jumprelu"`` keeps a pre-activation when it exceeds its feature's
+        learned threshold (``threshold``, one per feature; Rajamanoharan et al., 2024).
     k
-        Active features per cell (TopK) or on average (BatchTopK). Ignored by ReLU.
+        Active features per cell (TopK), on average (BatchTopK, Matryoshka) or the target average L0 (JumpReLU).
+        Ignored by ReLU.
     l1_coef
-        Weight of the L1 penalty of the ReLU SAE. Ignored by TopK and BatchTopK.
+        Weight of the L1 penalty of the ReLU SAE. Ignored by the others.
+    prefixes
+        Matryoshka only: the nested dictionary sizes, strictly increasing; ``n_features`` is the last one and is
+        added when missing. ``None`` or ``"auto"``: :func:`~cellsae_kit.models.auto_prefixes`.
+    bandwidth
+        JumpReLU only: width of the rectangle kernel of the straight-through estimator of the thresholds'
+        gradient (the pre-activations within ``bandwidth / 2`` of a threshold move it).
     metadata
         JSON-serialisable information stored with the model (for example which input it was trained on).
 
@@ -74,6 +93,10 @@ class SparseAutoencoder(nn.Module):
     >>> x_hat, codes = sae(torch.randn(10, 20))
     >>> x_hat.shape, codes.values.shape
     (torch.Size([10, 20]), torch.Size([10, 4]))
+    >>> SparseAutoencoder(20, 128, activation="matryoshka", k=4).prefixes
+    (8, 16, 32, 64, 128)
+    >>> SparseAutoencoder(20, 128, activation="jumprelu", k=4).threshold.shape
+    torch.Size([128])
     """
 
     def __init__(
@@ -84,26 +107,49 @@ class SparseAutoencoder(nn.Module):
         activation: Activation = "topk",
         k: int = 16,
         l1_coef: float = 0.05,
+        prefixes: Sequence[int] | str | None = None,
+        bandwidth: float = BANDWIDTH,
         metadata: dict[str, Any] | None = None,
     ):
         super().__init__()
-        check_config(n_inputs, n_features, activation, k, l1_coef)
+        check_config(n_inputs, n_features, activation, k, l1_coef, prefixes=prefixes, bandwidth=bandwidth)
         self.n_inputs, self.n_features = int(n_inputs), int(n_features)
         self.activation, self.k, self.l1_coef = activation, int(k), float(l1_coef)
+        self.prefixes = prefix_sizes(self.n_features, prefixes) if activation == "matryoshka" else None
+        self.bandwidth = float(bandwidth)
         self.metadata = dict(metadata or {})
         self.W_enc = nn.Parameter(torch.empty(n_inputs, n_features))
         self.b_enc = nn.Parameter(torch.zeros(n_features))
         self.W_dec = nn.Parameter(torch.empty(n_features, n_inputs))
         self.b_dec = nn.Parameter(torch.zeros(n_inputs))
         self.register_buffer("input_scale", torch.ones(()))
-        # BatchTopK inference threshold, calibrated on training cells to keep k features per cell on average.
-        self.register_buffer("threshold", torch.zeros(()))
+        if activation == "jumprelu":  # one learned threshold per feature (trained by the straight-through estimator)
+            self.threshold = nn.Parameter(torch.zeros(n_features))
+        else:  # BatchTopK inference threshold, calibrated on training cells to keep k features per cell on average
+            self.register_buffer("threshold", torch.zeros(()))
         self.reset_parameters()
 
     @property
     def unit_norm_decoder(self) -> bool:
-        """Whether decoder rows are kept at unit norm (TopK, BatchTopK); ReLU weights its L1 by the norm instead."""
+        """Whether decoder rows are kept at unit norm (all but ReLU, which weights its L1 by the norm instead)."""
         return self.activation != "relu"
+
+    @staticmethod
+    def extra_fields(activation: str) -> tuple[str, ...]:
+        """Return the constructor arguments that :meth:`config` stores for this activation beyond the common ones.
+
+        Examples
+        --------
+        >>> from cellsae_kit.models import SparseAutoencoder
+        >>> SparseAutoencoder.extra_fields("matryoshka"), SparseAutoencoder.extra_fields("topk")
+        (('prefixes',), ())
+        """
+        return EXTRA_FIELDS.get(activation, ())
+
+    @property
+    def batch_selection(self) -> bool:
+        """Whether training keeps the ``k x batch`` largest pre-activations of a batch (BatchTopK, Matryoshka)."""
+        return self.activation in BATCH_SELECTION
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Draw unit-norm decoder rows and tie the encoder to them (``W_enc = W_dec^T``)."""
@@ -122,6 +168,8 @@ class SparseAutoencoder(nn.Module):
             "activation": self.activation,
             "k": self.k,
             "l1_coef": self.l1_coef,
+            **({"prefixes": list(self.prefixes)} if self.activation == "matryoshka" else {}),
+            **({"bandwidth": self.bandwidth} if self.activation == "jumprelu" else {}),
             "metadata": self.metadata,
         }
 
@@ -132,12 +180,12 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> Codes:
         """Encode a batch into sparse codes (see :class:`Codes`).
 
-        With gradients on, a TopK or BatchTopK model selects from pre-activations computed without them and then
-        attaches gradients to the selected values only (:meth:`with_gradients`): the same values and gradients
+        With gradients on, a TopK, BatchTopK or Matryoshka model selects from pre-activations computed without them
+        and then attaches gradients to the selected values only (:meth:`with_gradients`): the same values and gradients
         as differentiating through the dense pre-activations, at the cost of the selected entries. On a CPU,
         TopK encodes a block of cells at a time, so that the block's pre-activations stay in the cache.
         """
-        dense = self.activation == "relu" or (self.activation == "batchtopk" and not self.training)
+        dense = self.activation in ("relu", "jumprelu") or (self.batch_selection and not self.training)
         sparse_grad = torch.is_grad_enabled() and not dense
         with torch.set_grad_enabled(torch.is_grad_enabled() and not sparse_grad):
             if self.activation == "topk" and x.device.type == "cpu":
@@ -151,9 +199,11 @@ class SparseAutoencoder(nn.Module):
         """Apply the sparsifying activation to pre-activations."""
         if self.activation == "relu":
             return Codes(F.relu(pre), None)
-        if self.activation == "batchtopk" and not self.training:
+        if self.activation == "jumprelu":
+            return Codes(_JumpReLU.apply(pre, self.threshold, self.bandwidth), None)
+        if self.batch_selection and not self.training:
             return Codes(pre * (pre > self.threshold), None)
-        if self.activation == "batchtopk":
+        if self.batch_selection:
             flat = batch_top(F.relu(pre), min(self.k * pre.shape[0], pre.numel()), 4 * self.k)
             rows = torch.div(flat, self.n_features, rounding_mode="floor")
             return Codes(pre.flatten()[flat].clamp_min(0), flat % self.n_features, rows)
@@ -210,6 +260,70 @@ class SparseAutoencoder(nn.Module):
             n_cells = int(codes.rows.max()) + 1
         return sparse_decode(codes, self.W_dec, n_cells) + self.b_dec
 
+    def decode_prefixes(self, codes: Codes, n_cells: int) -> list[torch.Tensor]:
+        """Reconstruct a batch from each prefix ``s`` of the dictionary: the features ``< s``, plus ``b_dec``.
+
+        The Matryoshka SAE's loss is the mean of these reconstructions' errors; the last one is :meth:`decode`.
+        Each group of features between two prefixes is decoded once and the reconstructions are its running sums.
+
+        Parameters
+        ----------
+        codes
+            Codes of the batch (sparse, or dense in eval mode).
+        n_cells
+            Cells in the batch.
+
+        Returns
+        -------
+        One reconstruction (cells x inputs, scaled units) per entry of :attr:`prefixes`, smallest prefix first.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from cellsae_kit.models import SparseAutoencoder
+        >>> sae, x = SparseAutoencoder(6, 16, activation="matryoshka", k=2, prefixes=(4, 8)), torch.randn(3, 6)
+        >>> recs = sae.decode_prefixes(sae.encode(x), 3)
+        >>> len(recs), torch.allclose(recs[-1], sae(x)[0], atol=1e-6)
+        (3, True)
+        """
+        prefixes = self.prefixes or (self.n_features,)
+        out, total, start = [], self.b_dec.expand(n_cells, -1), 0
+        for stop in prefixes:
+            if codes.indices is None:
+                part = codes.values[:, start:stop].to(self.W_dec.dtype) @ self.W_dec[start:stop]
+            else:
+                indices = codes.indices.flatten()
+                rows = codes.rows
+                if rows is None:
+                    rows = torch.arange(n_cells, device=indices.device).repeat_interleave(codes.indices.shape[1])
+                keep = (indices >= start) & (indices < stop)
+                group = Codes(codes.values.flatten()[keep], indices[keep], rows[keep])
+                part = sparse_decode(group, self.W_dec, n_cells)
+            total = total + part
+            out.append(total)
+            start = stop
+        return out
+
+    def l0(self, pre: torch.Tensor) -> torch.Tensor:
+        """JumpReLU: the mean number of active features per cell, differentiable in the thresholds.
+
+        The count is a sum of Heaviside steps ``H(pre - threshold)``; its gradient with respect to a threshold is
+        the straight-through estimate ``-(1 / bandwidth) K((pre - threshold) / bandwidth)`` summed over the
+        cells, with the rectangle kernel ``K(u) = 1 if |u| < 1/2`` (Rajamanoharan et al., 2024); the
+        pre-activations get no gradient from it.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from cellsae_kit.models import SparseAutoencoder
+        >>> sae = SparseAutoencoder(6, 16, activation="jumprelu", k=2)
+        >>> float(sae.l0(torch.tensor([[1.0, -1.0] * 8])))
+        8.0
+        """
+        if self.activation != "jumprelu":
+            raise ValueError(f"l0() is the JumpReLU SAE's L0 estimate; this SAE's activation is {self.activation!r}.")
+        return _Step.apply(pre, self.threshold, self.bandwidth).sum(1).mean()
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Codes]:
         """Return the reconstruction in scaled units and the codes."""
         codes = self.encode(x)
@@ -264,27 +378,42 @@ class SparseAutoencoder(nn.Module):
         config = check_stored_config(config, source)
         check_weights(config, {name: (np.asarray(w).dtype, np.shape(w)) for name, w in weights.items()}, source)
         state = {}
-        for name in weight_shapes(config["n_inputs"], config["n_features"]):
+        for name in weight_shapes(config["n_inputs"], config["n_features"], config["activation"]):
             value = np.asarray(weights[name])
             if not np.isfinite(value).all():
                 raise ValueError(f"{source} has NaN or infinite values in its weight {name!r}; it cannot be used.")
             state[name] = torch.as_tensor(np.asarray(value, dtype=np.float32))
         if float(state["input_scale"]) <= 0:
             raise ValueError(f"{source} has input_scale {float(state['input_scale'])}; a trained SAE's is positive.")
+        if config["activation"] == "jumprelu" and bool((state["threshold"] < 0).any()):
+            raise ValueError(
+                f"{source} has negative JumpReLU thresholds, which would let negative activations through; a "
+                "trained SAE's thresholds are >= 0."
+            )
         model = cls(**config)
         model.load_state_dict(state)
         return model
 
 
-def weight_shapes(n_inputs: int, n_features: int) -> dict[str, tuple[int, ...]]:
-    """Return the shape of each weight of an SAE of this size (the keys of its ``state_dict``)."""
+def weight_shapes(n_inputs: int, n_features: int, activation: str = "topk") -> dict[str, tuple[int, ...]]:
+    """Return the shape of each weight of an SAE of this size (the keys of its ``state_dict``).
+
+    The ``threshold`` is one number (BatchTopK's inference cut-off; unused by TopK and ReLU) or, for JumpReLU,
+    one per feature.
+
+    Examples
+    --------
+    >>> from cellsae_kit.models._sae import weight_shapes
+    >>> weight_shapes(5, 8)["threshold"], weight_shapes(5, 8, "jumprelu")["threshold"]
+    ((), (8,))
+    """
     return {
         "W_enc": (n_inputs, n_features),
         "b_enc": (n_features,),
         "W_dec": (n_features, n_inputs),
         "b_dec": (n_inputs,),
         "input_scale": (),
-        "threshold": (),
+        "threshold": (n_features,) if activation == "jumprelu" else (),
     }
 
 
@@ -300,8 +429,9 @@ def check_stored_config(config: Any, source: str) -> dict[str, Any]:
             f"{source} has no model config (a mapping of n_inputs, n_features, activation, k, l1_coef); it was not "
             "written by cellsae_kit or was altered."
         )
-    known = {"n_inputs", "n_features", "activation", "k", "l1_coef", "metadata"}
-    missing, unknown = sorted(known - {"metadata", "l1_coef"} - set(config)), sorted(set(config) - known)
+    known = {"n_inputs", "n_features", "activation", "k", "l1_coef", "prefixes", "bandwidth", "metadata"}
+    optional = {"metadata", "l1_coef", "prefixes", "bandwidth"}
+    missing, unknown = sorted(known - optional - set(config)), sorted(set(config) - known)
     said = [f"lacks {', '.join(missing)}"] if missing else []
     said += [f"has unknown entries {', '.join(unknown)}"] if unknown else []
     if said:
@@ -322,12 +452,23 @@ def check_stored_config(config: Any, source: str) -> dict[str, Any]:
         raise ValueError(f"The model config of {source} has metadata of type {type(out['metadata']).__name__}.")
     if not isinstance(out["activation"], str):
         raise ValueError(f"The model config of {source} has activation={out['activation']!r}.")
+    if "bandwidth" in out:
+        width = out["bandwidth"]
+        number = isinstance(width, int | float | np.number) and not isinstance(width, bool)
+        if not number or not np.isfinite(width) or width <= 0:
+            raise ValueError(f"The model config of {source} has bandwidth={width!r}; it must be a finite number > 0.")
+        out["bandwidth"] = float(width)
+    if "prefixes" in out:
+        try:
+            out["prefixes"] = list(prefix_sizes(out["n_features"], out["prefixes"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"The model config of {source} has bad prefixes: {err}") from err
     return out
 
 
 def check_weights(config: dict[str, Any], header: dict[str, tuple[Any, tuple]], source: str) -> None:
     """Check weight names, dtypes and shapes (from a file's header or arrays) against a checked config."""
-    expected = weight_shapes(config["n_inputs"], config["n_features"])
+    expected = weight_shapes(config["n_inputs"], config["n_features"], config["activation"])
     missing = sorted(set(expected) - set(header))
     if missing:
         raise ValueError(f"{source} lacks the weights {', '.join(missing)}; the model cannot be rebuilt.")
@@ -470,7 +611,136 @@ class _SparseDecoding(torch.autograd.Function):
         return grad_values, grad_weight, None, None, None
 
 
-def check_config(n_inputs: int, n_features: int, activation: str, k: int, l1_coef: float) -> None:
+class _JumpReLU(torch.autograd.Function):
+    """``pre * H(pre - threshold)``, with the straight-through estimate of the thresholds' gradient.
+
+    The gradient reaching ``pre`` is the true one, ``H(pre - threshold)``; a threshold ``t`` gets
+    ``-(t / bandwidth) K((pre - t) / bandwidth)`` per cell (rectangle kernel ``K(u) = 1 if |u| < 1/2``), the
+    derivative in ``t`` of ``t * H_eps(pre - t)``, where ``H_eps`` is the step smoothed by the kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        grad_pre = grad_threshold = None
+        if ctx.needs_input_grad[0]:
+            grad_pre = grad * (pre > threshold)
+        if ctx.needs_input_grad[1]:
+            band = (pre - threshold).abs() < ctx.bandwidth / 2
+            summed = (grad * band).sum(0, dtype=torch.float32).to(threshold.dtype)
+            grad_threshold = -(threshold / ctx.bandwidth) * summed
+        return grad_pre, grad_threshold, None
+
+
+class _Step(torch.autograd.Function):
+    """``H(pre - threshold)``, with the straight-through estimate ``-(1 / bandwidth) K(...)`` for the thresholds."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        grad_threshold = None
+        if ctx.needs_input_grad[1]:
+            band = (pre - threshold).abs() < ctx.bandwidth / 2
+            grad_threshold = -(grad * band).sum(0, dtype=torch.float32).to(threshold.dtype) / ctx.bandwidth
+        return None, grad_threshold, None
+
+
+def prefix_sizes(n_features: int, prefixes: Sequence[int] | str | None = None) -> tuple[int, ...]:
+    """Return the nested dictionary sizes of a Matryoshka SAE, checked, ``n_features`` last.
+
+    Parameters
+    ----------
+    n_features
+        Dictionary size.
+    prefixes
+        Strictly increasing sizes, each at least 1 and at most ``n_features`` (added at the end when missing);
+        ``None`` or ``"auto"``: :func:`~cellsae_kit.models.auto_prefixes`.
+
+    Returns
+    -------
+    The sizes as a tuple of integers.
+
+    Examples
+    --------
+    >>> from cellsae_kit.models._sae import prefix_sizes
+    >>> prefix_sizes(64), prefix_sizes(64, [8, 32])
+    ((4, 8, 16, 32, 64), (8, 32, 64))
+    >>> prefix_sizes(64, [32, 8])
+    Traceback (most recent call last):
+    ...
+    ValueError: prefixes=[32, 8] are not in increasing order: pass strictly increasing prefix sizes ...
+    """
+    n_features = int(n_features)
+    if prefixes is None or (isinstance(prefixes, str) and prefixes == "auto"):
+        return auto_prefixes(n_features)
+    sizes = check_prefixes(prefixes)
+    if sizes[-1] > n_features:
+        above = [s for s in sizes if s > n_features]
+        raise ValueError(
+            f"prefixes={list(sizes)} has sizes above n_features={n_features} ({', '.join(map(str, above))}): a "
+            "prefix of the dictionary holds at most all its features; lower them or raise n_features, or pass "
+            "prefixes='auto'."
+        )
+    return sizes if sizes[-1] == n_features else (*sizes, n_features)
+
+
+def check_prefixes(prefixes: Any) -> tuple[int, ...]:
+    """Return Matryoshka prefix sizes as a tuple of integers, or a clear error (out of order, repeated, below 1)."""
+    if isinstance(prefixes, str) or not isinstance(prefixes, Sequence | np.ndarray):
+        raise TypeError(
+            f"prefixes={prefixes!r} must be 'auto' or a sequence of prefix sizes (numbers of features), for example "
+            "prefixes=(16, 64, 256)."
+        )
+    values = list(np.asarray(prefixes).ravel()) if isinstance(prefixes, np.ndarray) else list(prefixes)
+    if not values:
+        raise ValueError("prefixes=[] lists no sizes; pass one or more, for example prefixes=(16, 64, 256), or 'auto'.")
+    sizes = []
+    for value in values:
+        if isinstance(value, np.integer):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"prefixes={values!r} holds {value!r}; prefix sizes are whole numbers of features.")
+        sizes.append(value)
+    shown = f"prefixes={sizes}"
+    if sizes[0] < 1:
+        raise ValueError(f"{shown} starts at {sizes[0]}: a prefix holds at least 1 feature.")
+    example = "for example prefixes=(4, 8, 16, 32, 64), or prefixes='auto'."
+    if len(set(sizes)) < len(sizes):
+        repeated = sorted({s for s in sizes if sizes.count(s) > 1})
+        raise ValueError(
+            f"{shown} repeats {', '.join(map(str, repeated))}: pass each prefix size once, in increasing order, "
+            + example
+        )
+    if any(a > b for a, b in zip(sizes, sizes[1:], strict=False)):
+        raise ValueError(
+            f"{shown} are not in increasing order: pass strictly increasing prefix sizes (numbers of features), "
+            + example
+        )
+    return tuple(sizes)
+
+
+def check_config(
+    n_inputs: int,
+    n_features: int,
+    activation: str,
+    k: int,
+    l1_coef: float,
+    *,
+    prefixes: Sequence[int] | str | None = None,
+    bandwidth: float = BANDWIDTH,
+) -> None:
     """Raise a clear error for an impossible SAE configuration."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is not known; choose one of {', '.join(ACTIVATIONS)}.")
@@ -485,3 +755,13 @@ def check_config(n_inputs: int, n_features: int, activation: str, k: int, l1_coe
         )
     if not np.isfinite(l1_coef) or l1_coef < 0:
         raise ValueError(f"l1_coef={l1_coef} must be a finite number >= 0.")
+    if activation == "jumprelu" and int(k) > int(n_inputs):
+        raise ValueError(
+            f"k={k} is the JumpReLU SAE's target L0 (active features per cell on average), above the input dimension "
+            f"{n_inputs}: so many features copy the input without being sparse; pass k <= {n_inputs} (or leave "
+            "k='auto')."
+        )
+    if activation == "jumprelu" and not (math.isfinite(bandwidth) and bandwidth > 0):
+        raise ValueError(f"bandwidth={bandwidth} must be a finite number > 0 (the JumpReLU kernel's width).")
+    if activation == "matryoshka":
+        prefix_sizes(n_features, prefixes)

@@ -305,7 +305,8 @@ def fit(
     n_features, activation, k, l1_coef = config.n_features, config.activation, config.k, config.l1_coef
     center, init, precision, random_state = config.center, config.init, config.precision, config.random_state
     aux_coef, resample = config.aux_coef, config.resample
-    check_config(n_inputs, n_features, activation, k, l1_coef)
+    prefixes = config.prefixes if activation == "matryoshka" else None
+    check_config(n_inputs, n_features, activation, k, l1_coef, prefixes=prefixes, bandwidth=config.bandwidth)
     device = resolve_device(config.device)
     if precision == "bfloat16" and device.type != "cuda":
         warnings.warn("precision='bfloat16' needs a CUDA GPU; training in float32 on the CPU.", stacklevel=2)
@@ -334,7 +335,16 @@ def fit(
     k_aux = config.k_aux or K_AUX_CAP
 
     centre, scale = _centre_and_scale(head, head_idx, center, rng, input_name)
-    model = SparseAutoencoder(n_inputs, n_features, activation=activation, k=k, l1_coef=l1_coef, metadata=metadata)
+    model = SparseAutoencoder(
+        n_inputs,
+        n_features,
+        activation=activation,
+        k=k,
+        l1_coef=l1_coef,
+        prefixes=prefixes,
+        bandwidth=config.bandwidth,
+        metadata=metadata,
+    )
     model.reset_parameters(generator)
     with torch.no_grad():
         model.input_scale.fill_(scale)
@@ -343,6 +353,8 @@ def fit(
         _init_from_decoder(model, head, head_idx, init_decoder, generator)
     elif init == "data":
         _init_from_cells(model, head, head_idx, generator)
+    elif activation == "jumprelu":  # random directions: thresholds that keep k features per cell to start with
+        _calibrate_threshold(model, head, np.sort(rng.choice(head_idx, min(len(head_idx), 4096), replace=False)), "cpu")
     if freeze_decoder:
         if init_decoder is None:
             raise ValueError("freeze_decoder=True keeps a given dictionary fixed: pass it as init_decoder=.")
@@ -386,17 +398,29 @@ def fit(
             with autocast:
                 # TopK and BatchTopK select from pre-activations computed without gradients and then attach
                 # gradients to the selected entries only, so the backward pass forms no cells x features matrix.
-                if activation == "batchtopk":  # the cut-off is over the whole batch (of all processes)
+                if model.batch_selection:  # the cut-off is over the whole batch (of all processes)
                     with torch.no_grad():
                         codes = sync.select(model, model.pre_activations(x))
                     codes = model.with_gradients(codes, x)
+                elif activation == "jumprelu":  # dense: the thresholds learn from the entries near them
+                    pre = model.pre_activations(x)
+                    codes, l0 = model.select(pre), model.l0(pre)
                 else:
                     codes = model.encode(x)
-                x_hat = model.decode(codes, x.shape[0])
+                if activation == "matryoshka":
+                    prefix_recs = model.decode_prefixes(codes, x.shape[0])
+                    x_hat = prefix_recs[-1]
+                else:
+                    x_hat = model.decode(codes, x.shape[0])
             x_hat = x_hat.float()
-            loss = (target - x_hat).pow(2).sum(1).mean() / n_inputs
+            if activation == "matryoshka":
+                loss = prefix_loss(target, prefix_recs)
+            else:
+                loss = (target - x_hat).pow(2).sum(1).mean() / n_inputs
             if activation == "relu":
                 loss = loss + l1_coef * (codes.values.float() * model.W_dec.norm(dim=1)).sum(1).mean()
+            elif activation == "jumprelu":
+                loss = loss + l0_penalty(l0.float(), k, config.l0_coef, sync)
 
             with torch.no_grad():
                 active = codes.values != 0
@@ -426,6 +450,9 @@ def fit(
             if model.unit_norm_decoder:
                 with torch.no_grad():
                     model.W_dec /= model.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            if activation == "jumprelu":  # a negative threshold would let negative activations through
+                with torch.no_grad():
+                    model.threshold.clamp_(min=0.0)
             if resample and dead is not None:
                 _resample(model, optimizer, dead, target, x_hat.detach(), generator, sync)
                 since_fired.masked_fill_(dead, 0)
@@ -433,7 +460,7 @@ def fit(
             loss_sum += loss.detach() * x.shape[0]
             active_sum += active.sum()
 
-        if activation == "batchtopk":
+        if model.batch_selection:
             _calibrate_threshold(model, calibration_data, calibration_idx, device)
         val_fvu = _evaluate(model, data, val_idx, max(batch_size, 4096), device, sync)
         sync.fvu(fvu_acc, n_inputs)
@@ -515,8 +542,72 @@ def _init_from_cells(model: SparseAutoencoder, X, train_idx: np.ndarray, generat
     model.W_enc.copy_(w.T)
     # Neighbouring cells give near-parallel features that all fire at full strength: shrink the encoder so that
     # the first reconstruction has the least squared error.
+    _shrink_encoder(model, x, target)
+
+
+@torch.no_grad()
+def _shrink_encoder(model: SparseAutoencoder, x: torch.Tensor, target: torch.Tensor) -> None:
+    """Scale the encoder so that the first reconstruction of ``x`` has the least squared error (at most 1).
+
+    A JumpReLU SAE first gets thresholds that keep ``k`` features per cell on average (the BatchTopK cut-off of
+    these cells); they are scaled with the encoder, so the same entries stay active.
+    """
+    if model.activation == "jumprelu":
+        _calibrate_threshold(model, x, np.arange(x.shape[0]), x.device)
     r = model.decode(model.encode(x), x.shape[0]) - model.b_dec
-    model.W_enc.mul_(((target * r).sum() / (r * r).sum().clamp_min(1e-12)).clamp(1e-3, 1.0))
+    factor = ((target * r).sum() / (r * r).sum().clamp_min(1e-12)).clamp(1e-3, 1.0)
+    model.W_enc.mul_(factor)
+    if model.activation == "jumprelu":
+        model.threshold.mul_(factor)
+
+
+def prefix_loss(target: torch.Tensor, reconstructions: list[torch.Tensor]) -> torch.Tensor:
+    """Return the Matryoshka loss: the mean over prefixes of the squared error per cell and input dimension.
+
+    The mean rather than the sum of Bussmann et al. (2025) keeps the loss on the scale of the other
+    activations' (a dictionary with one prefix has exactly their loss), so ``lr`` and ``aux_coef`` mean the same;
+    the gradient's direction is the sum's, and Adam's steps hardly depend on its scale.
+
+    Parameters
+    ----------
+    target
+        The batch in scaled units (cells x inputs).
+    reconstructions
+        Its reconstruction from each prefix (:meth:`SparseAutoencoder.decode_prefixes`).
+
+    Returns
+    -------
+    A scalar tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cellsae_kit.models._train import prefix_loss
+    >>> float(prefix_loss(torch.ones(2, 2), [torch.zeros(2, 2), torch.ones(2, 2)]))
+    0.5
+    """
+    n_inputs = target.shape[1]
+    errors = [(target - r.float()).pow(2).sum(1).mean() / n_inputs for r in reconstructions]
+    return torch.stack(errors).mean()
+
+
+def l0_penalty(l0: torch.Tensor, k: int, coef: float, sync: Sync | None = None) -> torch.Tensor:
+    """Return JumpReLU's sparsity penalty ``coef * (L0 / k - 1)^2`` (``L0``: mean active features per cell).
+
+    A target instead of the paper's ``coef * L0``: the penalty's pull vanishes at ``L0 = k`` and grows on either
+    side, so a fit ends near ``k`` active features per cell (as TopK's) whatever the data's scale. Under
+    ``torchrun`` the value is the whole batch's, and each process's gradient its share of it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cellsae_kit.models._train import l0_penalty
+    >>> float(l0_penalty(torch.tensor(12.0), 8, 1.0))
+    0.25
+    """
+    whole = (sync or Sync()).average(l0.detach())
+    l0 = l0 + (whole - l0.detach())  # the whole batch's value, the gradient of this process's cells
+    return coef * (l0 / k - 1).pow(2)
 
 
 def _release_freed_memory() -> None:
@@ -550,8 +641,7 @@ def _init_from_decoder(model: SparseAutoencoder, X, train_idx: np.ndarray, decod
     picks = train_idx[torch.randperm(len(train_idx), generator=generator)[:4096].numpy()]
     x = to_tensor(X[np.sort(picks)], "cpu")
     target = x * model.input_scale - model.b_dec
-    r = model.decode(model.encode(x), x.shape[0]) - model.b_dec
-    model.W_enc.mul_(((target * r).sum() / (r * r).sum().clamp_min(1e-12)).clamp(1e-3, 1.0))
+    _shrink_encoder(model, x, target)
 
 
 @torch.no_grad()
@@ -604,14 +694,21 @@ def _resample(model, optimizer, dead, target, x_hat, generator, sync: Sync | Non
     weights = err if err.sum() > 0 else torch.ones_like(err)
     cells = torch.multinomial(weights, len(idx), replacement=True, generator=generator).to(target.device)
     direction = sync.take(target, cells) - model.b_dec
-    direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    lengths = direction.norm(dim=1)
+    direction /= lengths[:, None].clamp_min(1e-12)
     alive = ~dead
     # A fifth of the live norm, as in Bricken et al. (2023): the feature wins its cell without swamping others.
     enc_norm = RESAMPLE_NORM * model.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(RESAMPLE_NORM)
     model.W_dec[idx] = direction
     model.W_enc[:, idx] = direction.T * enc_norm
     model.b_enc[idx] = 0.0
-    for param, sl in ((model.W_dec, (idx,)), (model.W_enc, (slice(None), idx)), (model.b_enc, (idx,))):
+    reset = [(model.W_dec, (idx,)), (model.W_enc, (slice(None), idx)), (model.b_enc, (idx,))]
+    if model.activation == "jumprelu":  # below the new feature's activation at its cell, as the live ones' median
+        pre = enc_norm * lengths
+        live = model.threshold[alive].median() if alive.any() else torch.zeros((), device=pre.device)
+        model.threshold[idx] = torch.minimum(live, pre / 2)
+        reset.append((model.threshold, (idx,)))
+    for param, sl in reset:
         for moment in optimizer.state.get(param, {}).values():
             if torch.is_tensor(moment) and moment.shape == param.shape:
                 moment[sl] = 0.0

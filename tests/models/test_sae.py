@@ -93,7 +93,7 @@ def test_init_ties_encoder_to_unit_norm_decoder():
         ({"n_features": 0}, "at least one feature"),
         ({"k": 30}, "smaller than n_features"),
         ({"k": 0}, "at least 1"),
-        ({"activation": "jumprelu"}, "not known"),
+        ({"activation": "gated"}, "not known"),
         ({"l1_coef": float("nan")}, "finite"),
     ],
 )

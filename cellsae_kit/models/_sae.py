@@ -275,7 +275,7 @@ class SparseAutoencoder(nn.Module):
 
         Returns
         -------
-        One reconstruction (cells x inputs, scaled units) per entry of :attr:`prefixes`, smallest prefix first.
+        One reconstruction (cells x inputs, scaled units) per entry of ``self.prefixes``, smallest prefix first.
 
         Examples
         --------

@@ -1,0 +1,125 @@
+"""Which architecture? TopK, BatchTopK, ReLU, Matryoshka and JumpReLU side by side, in one process.
+
+Every architecture gets the same input, dictionary size and target L0 (``k``; ReLU has no L0 target and is reported
+at the L0 its default L1 weight gives), and everything else is left to the defaults.
+
+* hierarchy: ``datasets.simulate(design="hierarchy")`` (4 lineages x 3 subtypes, 4 states), PCA. Per architecture:
+  validation FVU, L0, dead fraction, median best |r| of the lineage (parent) and of the subtype (child)
+  programmes, the absorption rate of the parents (``tl.absorption(truth=...)``, pooled over children), cross-seed
+  stability (shared at decoder cosine >= 0.9 between two seeds) and training cells per second. Run at a small
+  dictionary (where absorption shows) and at the default one.
+* paper: the study's simulation (cell-type design), JumpReLU against TopK at three L0 values: the FVU-L0 curve and
+  the L0 JumpReLU reaches against its target.
+* pbmc68k_reduced: the same five on ``X_pca`` with the defaults' size and k.
+
+Usage::
+
+    python benchmarks/architectures.py            # writes benchmarks/results/architectures.json
+    python benchmarks/architectures.py --only paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import scanpy as sc
+
+import cellsae_kit as csk
+
+RESULTS = Path(__file__).parent / "results"
+ARCHITECTURES = ("topk", "batchtopk", "relu", "matryoshka", "jumprelu")
+
+
+def fit(adata, activation: str, seed: int = 0, key: str = "sae", **options) -> dict:
+    """Train one SAE on X_pca; its metrics and training speed."""
+    start = time.perf_counter()
+    csk.tl.sae(adata, "X_pca", activation=activation, random_state=seed, key_added=key, progress=False, **options)
+    seconds = time.perf_counter() - start
+    stored = adata.uns[key]
+    metrics, params = stored["metrics"], stored["params"]
+    n_train = round(adata.n_obs * (1 - params["validation_fraction"]))
+    epochs = int(metrics["n_epochs"])
+    return {
+        "validation_fvu": round(float(metrics["fvu_validation"]), 5),
+        "l0": round(float(metrics["l0"]), 3),
+        "dead_fraction": round(float(metrics["dead_fraction"]), 4),
+        "seconds": round(seconds, 2),
+        "cells_per_second": round(n_train * epochs / seconds),
+    }
+
+
+def shared_across_seeds(adata, key: str, other: str) -> float:
+    """Fraction of features matched at decoder cosine >= 0.9 between two runs."""
+    csk.tl.stability(adata, [key, other], key=key, progress=False)
+    return round(float(adata.uns[key]["stability"]["shared_at_0.9"]), 4)
+
+
+def hierarchy(n_cells: int = 4000, seed: int = 0) -> dict:
+    adata = csk.datasets.simulate(n_cells, 20, design="hierarchy", random_state=seed)
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    csk.tl.embed(adata, "pca", 50)
+    level = np.asarray(adata.uns["simulation"]["program_level"]).astype(str)
+    out = {}
+    for size, k in [(32, 4), ("auto", "auto")]:
+        rows = {}
+        for activation in ARCHITECTURES:
+            row = fit(adata, activation, n_features=size, k=k)
+            r = csk.tl.recovery(adata, "sae", inplace=False)["variables"]["best_abs_r"].to_numpy()
+            row["parent_median_best_r"] = round(float(np.median(r[level == "lineage"])), 4)
+            row["child_median_best_r"] = round(float(np.median(r[level == "subtype"])), 4)
+            csk.tl.absorption(adata, "sae", truth="true_programs")
+            table = adata.uns["sae"]["absorption"]
+            pooled = table[table["child"] == "(all children)"]
+            row["parent_absorption_rate"] = round(float(pooled["absorption"].mean()), 4)
+            fit(adata, activation, seed=1, key="other", n_features=size, k=k)
+            row["shared_at_0.9"] = shared_across_seeds(adata, "sae", "other")
+            rows[activation] = row
+            print("hierarchy", size, k, activation, row, flush=True)
+        out[f"n_features={size}, k={k}"] = rows
+    return out
+
+
+def paper(seed: int = 0) -> dict:
+    adata = csk.datasets.simulate(5000, 50, 20, n_genes=1000, random_state=seed)
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    csk.tl.embed(adata, "pca", 80)
+    out = {}
+    for k in (4, 8, 16):
+        out[f"k={k}"] = {activation: fit(adata, activation, n_features=256, k=k) for activation in ("topk", "jumprelu")}
+        print("paper", k, out[f"k={k}"], flush=True)
+    return out
+
+
+def pbmc() -> dict:
+    adata = sc.datasets.pbmc68k_reduced()
+    out = {activation: fit(adata, activation) for activation in ARCHITECTURES}
+    print("pbmc", out, flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["hierarchy", "paper", "pbmc68k_reduced"])
+    args = parser.parse_args()
+    path = RESULTS / "architectures.json"
+    results = json.loads(path.read_text()) if args.only and path.exists() else {}
+    results["platform"] = platform.platform()
+    start = time.perf_counter()
+    for name, run in [("hierarchy", hierarchy), ("paper", paper), ("pbmc68k_reduced", pbmc)]:
+        if args.only in (None, name):
+            results[name] = run()
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,8 @@
 """Which architecture? TopK, BatchTopK, ReLU, Matryoshka and JumpReLU side by side, in one process.
 
 Every architecture gets the same input, dictionary size and target L0 (``k``; ReLU has no L0 target and is reported
-at the L0 its default L1 weight gives), and everything else is left to the defaults.
+at the L0 its default L1 weight gives), and everything else is left to the defaults. Every number is the mean over
+two seeds (the main ones are also listed per seed).
 
 * hierarchy: ``datasets.simulate(design="hierarchy")`` (4 lineages x 3 subtypes, 4 states), PCA. Per architecture:
   validation FVU, L0, dead fraction, median best |r| of the lineage (parent) and of the subtype (child)
@@ -33,6 +34,7 @@ import cellsae_kit as csk
 
 RESULTS = Path(__file__).parent / "results"
 ARCHITECTURES = ("topk", "batchtopk", "relu", "matryoshka", "jumprelu")
+SEEDS = (0, 1)
 
 
 def fit(adata, activation: str, seed: int = 0, key: str = "sae", **options) -> dict:
@@ -59,8 +61,17 @@ def shared_across_seeds(adata, key: str, other: str) -> float:
     return round(float(adata.uns[key]["stability"]["shared_at_0.9"]), 4)
 
 
-def hierarchy(n_cells: int = 4000, seed: int = 0) -> dict:
-    adata = csk.datasets.simulate(n_cells, 20, design="hierarchy", random_state=seed)
+def mean_over_seeds(rows: list[dict]) -> dict:
+    """Each number averaged over the seeds' rows, with the seeds' values of the main ones beside it."""
+    out = {name: round(float(np.mean([row[name] for row in rows])), 5) for name in rows[0]}
+    for name in ("validation_fvu", "l0", "parent_absorption_rate", "parent_median_best_r"):
+        if name in rows[0]:
+            out[f"{name}_per_seed"] = [row[name] for row in rows]
+    return out
+
+
+def hierarchy(n_cells: int = 4000, seeds: tuple[int, ...] = SEEDS) -> dict:
+    adata = csk.datasets.simulate(n_cells, 20, design="hierarchy", random_state=0)
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
     csk.tl.embed(adata, "pca", 50)
@@ -69,39 +80,86 @@ def hierarchy(n_cells: int = 4000, seed: int = 0) -> dict:
     for size, k in [(32, 4), ("auto", "auto")]:
         rows = {}
         for activation in ARCHITECTURES:
-            row = fit(adata, activation, n_features=size, k=k)
-            r = csk.tl.recovery(adata, "sae", inplace=False)["variables"]["best_abs_r"].to_numpy()
-            row["parent_median_best_r"] = round(float(np.median(r[level == "lineage"])), 4)
-            row["child_median_best_r"] = round(float(np.median(r[level == "subtype"])), 4)
-            csk.tl.absorption(adata, "sae", truth="true_programs")
-            table = adata.uns["sae"]["absorption"]
-            pooled = table[table["child"] == "(all children)"]
-            row["parent_absorption_rate"] = round(float(pooled["absorption"].mean()), 4)
-            fit(adata, activation, seed=1, key="other", n_features=size, k=k)
-            row["shared_at_0.9"] = shared_across_seeds(adata, "sae", "other")
-            rows[activation] = row
-            print("hierarchy", size, k, activation, row, flush=True)
+            per_seed = []
+            for seed in seeds:
+                key = f"sae_{seed}"
+                row = fit(adata, activation, seed=seed, key=key, n_features=size, k=k)
+                r = csk.tl.recovery(adata, key, inplace=False)["variables"]["best_abs_r"].to_numpy()
+                row["parent_median_best_r"] = round(float(np.median(r[level == "lineage"])), 4)
+                row["child_median_best_r"] = round(float(np.median(r[level == "subtype"])), 4)
+                csk.tl.absorption(adata, key, truth="true_programs")
+                table = adata.uns[key]["absorption"]
+                pooled = table[table["child"] == "(all children)"]
+                row["parent_absorption_rate"] = round(float(pooled["absorption"].mean()), 4)
+                per_seed.append(row)
+            rows[activation] = mean_over_seeds(per_seed)
+            rows[activation]["shared_at_0.9"] = shared_across_seeds(adata, f"sae_{seeds[0]}", f"sae_{seeds[1]}")
+            print("hierarchy", size, k, activation, rows[activation], flush=True)
         out[f"n_features={size}, k={k}"] = rows
     return out
 
 
-def paper(seed: int = 0) -> dict:
-    adata = csk.datasets.simulate(5000, 50, 20, n_genes=1000, random_state=seed)
+def paper(seeds: tuple[int, ...] = SEEDS) -> dict:
+    adata = csk.datasets.simulate(5000, 50, 20, n_genes=1000, random_state=0)
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
     csk.tl.embed(adata, "pca", 80)
     out = {}
     for k in (4, 8, 16):
-        out[f"k={k}"] = {activation: fit(adata, activation, n_features=256, k=k) for activation in ("topk", "jumprelu")}
+        out[f"k={k}"] = {
+            activation: mean_over_seeds([fit(adata, activation, seed=seed, n_features=256, k=k) for seed in seeds])
+            for activation in ("topk", "jumprelu")
+        }
         print("paper", k, out[f"k={k}"], flush=True)
     return out
 
 
-def pbmc() -> dict:
+def pbmc(seeds: tuple[int, ...] = SEEDS) -> dict:
     adata = sc.datasets.pbmc68k_reduced()
-    out = {activation: fit(adata, activation) for activation in ARCHITECTURES}
+    out = {
+        activation: mean_over_seeds([fit(adata, activation, seed=seed) for seed in seeds])
+        for activation in ARCHITECTURES
+    }
     print("pbmc", out, flush=True)
     return out
+
+
+def plot(results: dict, path: Path) -> None:
+    """Absorption, parent recovery and FVU per architecture on the hierarchy; JumpReLU's FVU-L0 curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), layout="constrained")
+    panels = [
+        ("parent_absorption_rate", "absorption of parents"),
+        ("parent_median_best_r", "parent recovery (median best |r|)"),
+        ("validation_fvu", "validation FVU"),
+    ]
+    settings = list(results["hierarchy"])
+    width = 0.8 / len(settings)
+    for ax, (metric, title) in zip(axes, panels, strict=False):
+        for i, setting in enumerate(settings):
+            rows = results["hierarchy"][setting]
+            values = [rows[a][metric] for a in ARCHITECTURES]
+            ax.bar(np.arange(len(ARCHITECTURES)) + i * width, values, width, label=setting)
+        ax.set_xticks(np.arange(len(ARCHITECTURES)) + width * (len(settings) - 1) / 2, ARCHITECTURES, rotation=30)
+        ax.set_title(title, fontsize=10)
+        if metric == "validation_fvu":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8, title="hierarchy simulation", title_fontsize=8)
+    ax = axes[3]
+    for activation, marker in [("topk", "o"), ("jumprelu", "s")]:
+        rows = [results["paper"][key][activation] for key in results["paper"]]
+        ax.plot([r["l0"] for r in rows], [r["validation_fvu"] for r in rows], marker=marker, label=activation)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("L0 (active features per cell)")
+    ax.set_title("paper simulation: FVU against L0", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -118,6 +176,8 @@ def main() -> None:
     results["seconds"] = round(time.perf_counter() - start, 1)
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
+    if "hierarchy" in results and "paper" in results:
+        plot(results, path.with_suffix(".png"))
     print(f"wrote {path}")
 
 

@@ -86,7 +86,7 @@ def add_fit_options(group: argparse._ActionsContainer) -> None:
         shown = "" if f.default is None else " (default: %(default)s)"  # a None default is described in the text
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": text + shown}
         kinds = _kinds(hints[f.name])
-        if kinds == [bool]:
+        if bool in kinds:  # --resample / --no-resample; leaving both out keeps the default ("auto")
             kwargs["action"] = argparse.BooleanOptionalAction
         elif all(isinstance(kind, str) for kind in kinds):
             kwargs["choices"] = kinds

@@ -32,11 +32,13 @@ def data_file(tmp_path):
     return tmp_path / "cells.h5ad", X
 
 
-def test_two_processes_train_the_model_of_one(data_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("activation", ["batchtopk", "matryoshka", "jumprelu"])
+def test_two_processes_train_the_model_of_one(data_file, tmp_path, monkeypatch, activation):
     path, X = data_file
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += ["-m", "cellsae_kit.train", str(path), *ARGS, "--activation", "batchtopk", "--chunk-size", "50"]
+    command += ["-m", "cellsae_kit.train", str(path), *ARGS, "--activation", activation, "--chunk-size", "50"]
+    command += ["--resample"]  # off by default for Matryoshka and JumpReLU; its gathered draws are checked here
     command += ["--output", str(tmp_path / "ddp"), "--activations", str(tmp_path / "codes.h5ad"), "--no-progress"]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -46,7 +48,7 @@ def test_two_processes_train_the_model_of_one(data_file, tmp_path, monkeypatch):
     # one process stepping through both shards' halves of each global batch, same seed
     resampled = []
     monkeypatch.setattr(_train, "_resample", lambda *args: resampled.append(_resample(*args)))
-    reference = fit(ChunkedRows(X, chunk_size=50, n_shards=2), activation="batchtopk", **FIT)
+    reference = fit(ChunkedRows(X, chunk_size=50, n_shards=2), activation=activation, resample=True, **FIT)
     assert len(resampled) > 3  # dead features were revived, so AuxK and resampling ran in both runs
     model = load(tmp_path / "ddp.safetensors")
     for name, value in reference.model.state_dict().items():
@@ -59,7 +61,7 @@ def test_two_processes_train_the_model_of_one(data_file, tmp_path, monkeypatch):
     assert codes.uns["sae"]["params"]["use_rep"] == "X_rep"
 
     # the data order matters: a single process with one shard trains a different model
-    single = fit(ChunkedRows(X, chunk_size=50), activation="batchtopk", **FIT)
+    single = fit(ChunkedRows(X, chunk_size=50), activation=activation, resample=True, **FIT)
     assert float((single.model.W_dec - reference.model.W_dec).abs().max()) > 1e-2
 
 

@@ -156,10 +156,10 @@ class FitConfig:
         "whichever is more).",
         POSITIVE,
     )
-    resample: bool = _option(
-        True,
+    resample: bool | Auto = _option(
+        AUTO,
         "Re-point dead features at the worst-reconstructed cells of the batch (Bricken et al., 2023). AuxK alone "
-        "revives features slowly when there are few cells per feature.",
+        "revives features slowly when there are few cells per feature." + _auto("resample"),
     )
     warmup_fraction: float = _option(0.05, "Fraction of the steps over which the learning rate warms up.", FRACTION)
     decay_fraction: float = _option(0.2, "Fraction of the steps, at the end, over which it decays to zero.", FRACTION)

@@ -44,6 +44,11 @@ RULES = {
         f"n_features / 16, / 8, / 4, / 2 and n_features (rounded down; sizes under {MIN_PREFIX} features left out), "
         'for activation="matryoshka"'
     ),
+    "resample": (
+        'True, except for activation="matryoshka" and "jumprelu" (measured: resampled features die again in '
+        "Matryoshka's last prefix, and JumpReLU's resampled thresholds overshoot the target L0; AuxK revives "
+        "their dead features)"
+    ),
     "batch_size": "a power of 2 near training cells / 32, between 32 and 1024",
     "lr": f"{LR:g} x sqrt(256 / n_features), at most {LR:g}",
     "n_epochs": f"enough for {STEPS} steps, between 2 and {MAX_EPOCHS} epochs",
@@ -210,6 +215,7 @@ def resolve(
     activation = get("activation", lambda: "batchtopk")
     if activation == "matryoshka":  # the other activations have no prefixes: theirs stays "auto"
         get("prefixes", lambda: auto_prefixes(n_features))
+    get("resample", lambda: activation not in ("matryoshka", "jumprelu"))
     batch_size = get("batch_size", lambda: auto_batch_size(n_train))
     get("lr", lambda: auto_lr(n_features))
     n_epochs = get("n_epochs", lambda: auto_n_epochs(n_train, min(batch_size, n_train)))

@@ -27,6 +27,7 @@ from ._sae import Codes, SparseAutoencoder, batch_top, check_config, sparse_deco
 
 K_AUX_CAP = 256
 RESAMPLE_NORM = 0.2
+L0_TOLERANCE = 1.1  # JumpReLU: the best epoch is chosen among those whose L0 is at most 10% above k
 
 
 @dataclass
@@ -381,7 +382,7 @@ def fit(
     history: dict[str, list[float]] = {
         k_: [] for k_ in ("epoch", "loss", "fvu_train", "fvu_validation", "l0", "dead_fraction", "lr", "seconds")
     }
-    best = (math.inf, 0, _snapshot(model))
+    best = ((True, math.inf), 0, _snapshot(model))
     calibration_data, calibration_idx = (data, train_idx) if stream is None else (head, head_idx)
     calibration_idx = np.sort(rng.choice(calibration_idx, min(len(calibration_idx), 4096), replace=False))
     if stream is not None:  # keep the calibration cells, not the whole sample (a zarr chunk can be 100k cells)
@@ -479,14 +480,23 @@ def fit(
         history["dead_fraction"].append(0.0 if dead is None else float(dead.float().mean()))
         history["lr"].append(scheduler.get_last_lr()[0])
         history["seconds"].append(time.perf_counter() - started)
-        score = val_fvu if len(val_idx) else history["fvu_train"][-1]
+        # JumpReLU's L0 is learned: an epoch whose lower error was bought with more features than the target
+        # asked for ranks after every epoch near the target.
+        over = activation == "jumprelu" and history["l0"][-1] > L0_TOLERANCE * k
+        score = (over, val_fvu if len(val_idx) else history["fvu_train"][-1])
         if score < best[0]:
             best = (score, epoch + 1, _snapshot(model))
-        bar.set_postfix(fvu=f"{score:.3f}", l0=f"{history['l0'][-1]:.1f}", refresh=False)
+        bar.set_postfix(fvu=f"{score[1]:.3f}", l0=f"{history['l0'][-1]:.1f}", refresh=False)
         if epoch + 1 - best[1] >= patience:
             break
     bar.close()
-
+    if activation == "jumprelu" and history["l0"][-1] > L0_TOLERANCE * k:
+        warnings.warn(
+            f"The JumpReLU SAE ended with {history['l0'][-1]:.1f} active features per cell against its target "
+            f"k={k}; epoch {best[1]} of {len(history['l0'])}, the best one near the target, is kept. Train "
+            "longer (n_epochs) or raise l0_coef to hold the target.",
+            stacklevel=2,
+        )
     model.load_state_dict(best[2])
     model.eval()
     # The errors first: their temporaries are then freed before the codes of every cell take their memory.

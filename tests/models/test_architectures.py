@@ -185,6 +185,24 @@ def test_jumprelu_fit_reaches_the_target_l0():
     assert result.params["bandwidth"] == 0.05 and result.params["l0_coef"] == 1.0
 
 
+def test_jumprelu_keeps_the_best_epoch_near_its_target_l0():
+    # Short fits overshoot the target early on; the lowest error of those epochs is bought with extra features.
+    with pytest.warns(UserWarning, match="Train longer"):
+        result = fit(data(), activation="jumprelu", **FAST)
+    l0, fvu = np.array(result.history["l0"]), np.array(result.history["fvu_validation"])
+    near = l0 <= 1.1 * 4
+    best = result.metrics["best_epoch"] - 1
+    assert near.any() and not near[-1]  # the case this test is for: the last epoch is above the target
+    assert near[best] and fvu[best] == fvu[near].min()
+
+
+@pytest.mark.parametrize("activation", ["matryoshka", "jumprelu"])
+def test_matryoshka_and_jumprelu_do_not_resample_by_default(activation):
+    assert fit(data(), activation=activation, **FAST).params["resample"] is False
+    assert fit(data(), activation="topk", **FAST).params["resample"] is True
+    assert fit(data(), activation=activation, resample=True, **FAST).params["resample"] is True
+
+
 def test_matryoshka_fit_keeps_k_per_cell_and_records_its_prefixes():
     result = fit(data(), activation="matryoshka", **FAST)
     assert result.metrics["l0"] == pytest.approx(4, rel=0.1)

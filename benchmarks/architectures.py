@@ -131,7 +131,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), layout="constrained")
     panels = [
         ("parent_absorption_rate", "absorption of parents"),
         ("parent_median_best_r", "parent recovery (median best |r|)"),
@@ -148,7 +148,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(title, fontsize=10)
         if metric == "validation_fvu":
             ax.set_yscale("log")
-    axes[0].legend(fontsize=8, title="hierarchy simulation", title_fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, [f"hierarchy simulation, {label}" for label in labels], loc="outside lower left", ncols=2)
     ax = axes[3]
     for activation, marker in [("topk", "o"), ("jumprelu", "s")]:
         rows = [results["paper"][key][activation] for key in results["paper"]]

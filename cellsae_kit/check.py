@@ -201,7 +201,7 @@ def check_data() -> CheckItem:
     )
 
 
-def check_training(n_epochs: int = 20, slow_seconds: float = 60.0) -> CheckItem:
+def check_training(n_epochs: int = 10, slow_seconds: float = 60.0) -> CheckItem:
     """Train a tiny SAE on ``pbmc68k_reduced`` (a few seconds on a laptop CPU) and check its result.
 
     Parameters
@@ -254,7 +254,7 @@ def check_training(n_epochs: int = 20, slow_seconds: float = 60.0) -> CheckItem:
 
 def check(
     *,
-    n_epochs: int = 20,
+    n_epochs: int = 10,
     packages: Sequence[tuple[str, str, str]] = PACKAGES,
     out: TextIO | None = None,
 ) -> list[CheckItem]:
@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     0 when every item passed, 1 otherwise.
     """
     parser = argparse.ArgumentParser(prog="python -m cellsae_kit.check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=20, help="epochs of the tiny training (default: 20)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the tiny training (default: 10)")
     args = parser.parse_args(argv)
     items = check(n_epochs=args.epochs)
     return 0 if all(item.ok for item in items) else 1

@@ -1,9 +1,23 @@
 """cellsae_kit: sparse autoencoders for interpretable biology in single-cell representations."""
 
 import importlib
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, get, models, tl
+
+def _running_check() -> bool:
+    # True while ``python -m cellsae_kit.check`` imports this package before it runs the check.
+    argv = getattr(sys, "orig_argv", [])
+    return any(flag == "-m" and module == f"{__name__}.check" for flag, module in zip(argv, argv[1:], strict=False))
+
+
+try:
+    from . import datasets, get, models, tl
+except ImportError:
+    # A dependency is missing or broken. The set-up check needs only the standard library to start: let it run,
+    # so that it names the fix; every other import of the package fails here as before.
+    if not _running_check():
+        raise
 
 try:
     __version__ = version("cellsae_kit")

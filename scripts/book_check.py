@@ -9,7 +9,11 @@ Chromium through Playwright. A page fails on
    the target page (external ``http(s)`` links, ``mailto:`` and ``javascript:`` are not followed);
 3. a notebook cell error: a myst-nb error output (``div.output.traceback``), a stderr output
    (``div.output.stderr``) whose text contains ``Traceback`` or ``Error``, or a docutils system message;
-4. a JavaScript error: an uncaught exception or a console message of type ``error``.
+4. a JavaScript error: an uncaught exception or a console message of type ``error``;
+5. on the workshop pages (``workshop*.html``, ``handout.html``): a dropdown (``<details>``, as sphinx-design's
+   ``{dropdown}`` renders) that does not open, or shows no content, when its summary is clicked, and an opened
+   dropdown whose text shows a Python traceback. Every dropdown is clicked, so the screenshots of these pages
+   show the solutions expanded.
 
 Requests to other hosts (fonts or scripts a theme fetches from the internet) are blocked, so that the check is the
 same offline and online; they are reported as notes and do not fail the check. Full-page screenshots of chosen pages
@@ -34,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -49,7 +54,17 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
-SCREENSHOT_PAGES = ("intro.html", "tutorials/quickstart.html")
+SCREENSHOT_PAGES = (
+    "intro.html",
+    "tutorials/quickstart.html",
+    "workshop.html",
+    "workshop_morning.html",
+    "workshop_afternoon.html",
+    "handout.html",
+)
+# Pages whose dropdowns are clicked open and checked (fnmatch patterns on the page's path).
+DROPDOWN_PAGES = ("workshop*.html", "handout.html")
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
 # Sphinx copies files into these folders; the HTML files in them (theme macros) are not pages.
 NOT_PAGES = ("_static", "_sources", "_images", "_downloads")
 VIEWPORT = {"width": 1280, "height": 900}
@@ -92,6 +107,18 @@ async (timeoutMs) => {
 }
 """
 
+# Runs on one dropdown's <summary> after it was clicked: is its <details> open, and is its content shown?
+DROPDOWN_STATE_JS = """
+(summary) => {
+  const details = summary.closest('details');
+  const body = details ? Array.from(details.children).filter((el) => el !== summary) : [];
+  const height = body.reduce((sum, el) => sum + el.getBoundingClientRect().height, 0);
+  return {open: details ? details.open : false, height: height,
+          title: (summary.innerText || '').trim().slice(0, 60),
+          text: body.map((el) => el.innerText || '').join('\\n')};
+}
+"""
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -103,7 +130,7 @@ class Problem:
         The page's path relative to the site root, such as ``tutorials/quickstart.html``.
     kind
         ``missing image``, ``missing resource``, ``broken link``, ``missing anchor``, ``cell error``,
-        ``JavaScript error`` or ``page``.
+        ``JavaScript error``, ``dropdown`` or ``page``.
     detail
         What is wrong, naming the image, link, cell or message.
     """
@@ -321,6 +348,8 @@ class _Checker:
             except Exception:  # noqa: BLE001 - a page that keeps polling is checked as it is
                 pass
             visit.data = self.tab.evaluate(COLLECT_JS, min(self.timeout_ms, 10000))
+            if any(fnmatch(page, pattern) for pattern in DROPDOWN_PAGES):
+                visit.data["dropdowns"] = self._open_dropdowns()
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 self.tab.screenshot(path=str(screenshot), full_page=True)
@@ -331,6 +360,26 @@ class _Checker:
         finally:
             self.visiting = None
         return visit
+
+    def _open_dropdowns(self) -> list[dict]:
+        """Click every dropdown's summary on the open page; record whether it opened and what it shows."""
+        states = []
+        summaries = self.tab.locator("details > summary")
+        for i in range(summaries.count()):
+            summary = summaries.nth(i)
+            was_open = summary.evaluate("(el) => el.closest('details').open")
+            try:
+                summary.scroll_into_view_if_needed()
+                summary.click()
+                if was_open:  # a dropdown that starts open: the click closed it, a second one opens it again
+                    summary.click()
+                self.tab.wait_for_timeout(50)  # let an opening animation start
+                state = summary.evaluate(DROPDOWN_STATE_JS)
+            except Exception as error:  # noqa: BLE001 - a dropdown that cannot be clicked is a problem on the page
+                state = {"open": False, "height": 0, "title": f"number {i + 1}", "text": "", "error": str(error)}
+            state["index"] = i + 1
+            states.append(state)
+        return states
 
     def close(self) -> None:
         """Close the browser context."""
@@ -377,6 +426,16 @@ class _Checker:
             found.append(Problem(page, "cell error", f"docutils system message: {_first_line(out['text'])}"))
         for error in visit.js_errors:
             found.append(Problem(page, "JavaScript error", error))
+        for state in visit.data.get("dropdowns", []):
+            name = f"dropdown {state['index']} ({state['title']!r})"
+            if state.get("error"):
+                found.append(Problem(page, "dropdown", f"{name} cannot be clicked: {_first_line(state['error'])}"))
+            elif not state["open"]:
+                found.append(Problem(page, "dropdown", f"{name} does not open when clicked"))
+            elif state["height"] <= 0:
+                found.append(Problem(page, "dropdown", f"{name} opens but shows no content"))
+            elif TRACEBACK.search(state["text"]):
+                found.append(Problem(page, "cell error", f"{name} shows a traceback: {_error_line(state['text'])}"))
         return found
 
     def link_problems(self, page: str, links: Iterable[dict]) -> list[Problem]:

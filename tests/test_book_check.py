@@ -88,6 +88,31 @@ BAD_PAGES = {
 }
 
 
+# Dropdowns as sphinx-design renders them: <details class="sd-dropdown"><summary>...</summary><div>...</div>.
+def _dropdown(body: str, title: str = "Solution", attrs: str = "") -> str:
+    return (
+        f'<details class="sd-sphinx-override sd-dropdown sd-card"{attrs}><summary class="sd-summary-title">'
+        f'{title}</summary><div class="sd-summary-content sd-card-body"><pre>{body}</pre></div></details>'
+    )
+
+
+WORKSHOP_PAGES = {
+    # Both dropdowns open on click, one of them already open (the click closes it, a second click reopens it).
+    "workshop_ok.html": _html(_dropdown("print(1)") + _dropdown("print(2)", "Hint", " open")),
+    "workshop_broken.html": _html(
+        _dropdown("never shown", "Stuck")
+        + _dropdown("", "Empty").replace("<pre></pre>", "")
+        + _dropdown("Traceback (most recent call last):\nValueError: bad quote", "Failing")
+        + "<script>document.querySelector('summary').addEventListener('click', (e) => e.preventDefault());</script>"
+    ),
+    # Dropdowns on other pages are not clicked.
+    "not_workshop.html": _html(
+        _dropdown("x", "Stuck") + "<script>document.querySelector('summary')"
+        ".addEventListener('click', (e) => e.preventDefault());</script>"
+    ),
+}
+
+
 def _write_site(root: Path, pages: dict[str, str]) -> Path:
     for name, text in pages.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +125,8 @@ def _write_site(root: Path, pages: dict[str, str]) -> Path:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    site = _write_site(tmp_path_factory.mktemp("site"), GOOD_PAGES | BAD_PAGES)
-    return book_check.check_site(site, tmp_path_factory.mktemp("shots"), ["intro.html"], timeout=20)
+    site = _write_site(tmp_path_factory.mktemp("site"), GOOD_PAGES | BAD_PAGES | WORKSHOP_PAGES)
+    return book_check.check_site(site, tmp_path_factory.mktemp("shots"), ["intro.html", "workshop_ok.html"], timeout=20)
 
 
 def _kinds(report, page):
@@ -109,7 +134,7 @@ def _kinds(report, page):
 
 
 def test_every_page_is_visited_but_static_files(report):
-    assert report.pages == sorted(set(GOOD_PAGES) - {"_static/macros.html"} | set(BAD_PAGES))
+    assert report.pages == sorted(set(GOOD_PAGES) - {"_static/macros.html"} | set(BAD_PAGES) | set(WORKSHOP_PAGES))
 
 
 @pytest.mark.parametrize("page", ["intro.html", "other.html", "sub/index.html", "index.html"])
@@ -163,9 +188,22 @@ def test_external_requests_are_blocked_and_noted(report):
 
 
 def test_screenshot(report):
-    (shot,) = report.screenshots
-    assert shot.name == "intro.png"
-    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert [shot.name for shot in report.screenshots] == ["intro.png", "workshop_ok.png"]
+    assert all(shot.read_bytes().startswith(b"\x89PNG") for shot in report.screenshots)
+
+
+@pytest.mark.parametrize("page", ["workshop_ok.html", "not_workshop.html"])
+def test_dropdowns_that_open_pass(report, page):
+    assert report.for_page(page) == []
+
+
+def test_dropdowns_that_fail(report):
+    details = sorted(str(p) for p in report.for_page("workshop_broken.html"))
+    assert details == [
+        "workshop_broken.html: cell error: dropdown 3 ('Failing') shows a traceback: ValueError: bad quote",
+        "workshop_broken.html: dropdown: dropdown 1 ('Stuck') does not open when clicked",
+        "workshop_broken.html: dropdown: dropdown 2 ('Empty') opens but shows no content",
+    ]
 
 
 def test_cli_exit_codes(tmp_path, capsys):

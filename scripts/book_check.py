@@ -364,7 +364,7 @@ class _Checker:
     def _open_dropdowns(self) -> list[dict]:
         """Click every dropdown's summary on the open page; record whether it opened and what it shows."""
         states = []
-        summaries = self.tab.locator("details > summary")
+        summaries = self.tab.locator("details.sd-dropdown > summary")  # the theme's sidebar uses <details> too
         for i in range(summaries.count()):
             summary = summaries.nth(i)
             was_open = summary.evaluate("(el) => el.closest('details').open")

@@ -185,13 +185,10 @@ def check_data() -> CheckItem:
         if "X_pca" not in adata.obsm:
             raise ValueError("pbmc68k_reduced has no obsm['X_pca']")
         go = datasets.genesets("go_bp")
-    except ImportError as error:
-        return CheckItem("data", False, f"skipped: {error}", "fix the missing packages above first")
     except Exception as error:  # noqa: BLE001 - report whatever went wrong
-        return CheckItem(
+        return _failed(
             "data",
-            False,
-            f"{type(error).__name__}: {error}",
+            error,
             "reinstall scanpy and the kit, which ship the data: pip install --force-reinstall scanpy cellsae_kit",
         )
     return CheckItem(
@@ -199,6 +196,13 @@ def check_data() -> CheckItem:
         True,
         f"pbmc68k_reduced {adata.n_obs} cells x {adata.n_vars} genes; GO BP {go['source'].nunique()} terms",
     )
+
+
+def _failed(name: str, error: Exception, fix: str) -> CheckItem:
+    """Return a failed item: skipped after a missing package (the version check names it), else with ``fix``."""
+    if isinstance(error, ImportError):
+        return CheckItem(name, False, f"skipped: {error}", "fix the missing packages above first")
+    return CheckItem(name, False, f"{type(error).__name__}: {error}", fix)
 
 
 def check_training(n_epochs: int = 10, slow_seconds: float = 60.0) -> CheckItem:
@@ -235,13 +239,10 @@ def check_training(n_epochs: int = 10, slow_seconds: float = 60.0) -> CheckItem:
         fvu = float(stored["metrics"]["fvu_validation"])
         if not np.isfinite(fvu) or adata.obsm["X_sae"].shape != (adata.n_obs, 32):
             raise ValueError(f"the trained SAE is broken: validation FVU {fvu}, codes {adata.obsm['X_sae'].shape}")
-    except ImportError as error:
-        return CheckItem("training", False, f"skipped: {error}", "fix the missing packages above first")
     except Exception as error:  # noqa: BLE001 - report whatever went wrong
-        return CheckItem(
+        return _failed(
             "training",
-            False,
-            f"{type(error).__name__}: {error}",
+            error,
             "reinstall torch and the kit (pip install --force-reinstall torch cellsae_kit); if it persists, "
             "report the message with the versions above",
         )

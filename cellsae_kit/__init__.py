@@ -12,7 +12,7 @@ def _running_check() -> bool:
 
 
 try:
-    from . import datasets, get, models, tl
+    from . import datasets, get, io, models, tl
 except ImportError:
     # A dependency is missing or broken. The set-up check needs only the standard library to start: let it run,
     # so that it names the fix; every other import of the package fails here as before.
@@ -28,7 +28,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 # ones above all, then do not carry their memory.
 _LAZY = ("pl", "widgets")
 
-__all__ = ["datasets", "get", "models", "pl", "tl", "widgets", "__version__"]
+__all__ = ["datasets", "get", "io", "models", "pl", "tl", "widgets", "__version__"]
 
 
 def __getattr__(name: str):

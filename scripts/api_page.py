@@ -25,6 +25,11 @@ SECTIONS = [
         "cellsae_kit.get",
         "One reader for a stored SAE (as `scanpy.get`); every tool, plot and the explorer goes through it.",
     ),
+    (
+        "Dictionaries that travel: `csk.io`",
+        "cellsae_kit.io",
+        "A trained SAE with its input definition, names and provenance in one folder; `csk.tl.encode` applies it.",
+    ),
     ("Data: `csk.datasets`", "cellsae_kit.datasets", "Simulations with ground truth and bundled offline gene sets."),
     ("Explorer: `csk.widgets`", "cellsae_kit.widgets", "Interactive feature browsing in Jupyter (ipywidgets)."),
     ("The SAE engine: `csk.models`", "cellsae_kit.models", "Plain arrays and tensors; never imports AnnData."),

@@ -14,7 +14,9 @@ from packaging.requirements import Requirement
 import cellsae_kit as csk
 
 ROOT = Path(__file__).parents[1]
-MODULES = [csk.tl, csk.pl, csk.get, csk.datasets, csk.models] + ([csk.widgets] if hasattr(csk, "widgets") else [])
+MODULES = [csk.tl, csk.pl, csk.get, csk.io, csk.datasets, csk.models] + (
+    [csk.widgets] if hasattr(csk, "widgets") else []
+)
 PUBLIC = [(f"{mod.__name__}.{name}", getattr(mod, name)) for mod in MODULES for name in mod.__all__]
 TOOLS = [(name, f) for name, f in PUBLIC if name.startswith(("cellsae_kit.tl.", "cellsae_kit.pl."))]
 

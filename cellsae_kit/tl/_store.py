@@ -19,7 +19,7 @@ logger = logging.getLogger("cellsae_kit")
 
 def store_fit(adata: AnnData, data: Input, maps: dict, result: FitResult, key_added: str) -> None:
     """Write what :func:`sae` stores for a fit: activations, gene loadings, parameters, metrics and history."""
-    gene_loadings = {mod: _gene_loadings(result.model, genes_by_dims) for mod, (_, genes_by_dims) in maps.items()}
+    gene_loadings = {mod: map_to_genes(result.model, genes_by_dims) for mod, (_, genes_by_dims) in maps.items()}
     store(adata, result.model, key_added, codes=result.codes, gene_loadings=gene_loadings)
     uns = adata.uns[key_added]
     uns["params"] |= _drop_none(
@@ -149,7 +149,7 @@ def _genes_by_dims(data: Input, values: Any) -> np.ndarray | None:
     return np.where(np.isfinite(values), values, 0.0)
 
 
-def _gene_loadings(model: SparseAutoencoder, genes_by_dims: np.ndarray) -> np.ndarray:
+def map_to_genes(model: SparseAutoencoder, genes_by_dims: np.ndarray) -> np.ndarray:
     """Map each feature's decoder direction, in the input's units, to genes (genes x features)."""
     decoder = model.W_dec.detach().cpu().double().numpy().T / float(model.input_scale)
     if genes_by_dims.size == 0:

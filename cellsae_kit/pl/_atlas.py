@@ -77,8 +77,8 @@ def atlas(
         The embedding of the images, ``obsm["X_<basis>"]`` (``"umap"``, ``"X_umap"``, ``"tsne"`` ...).
     images
         Which features get an image: ``"all"``, an integer ``N`` (the ``N`` most frequent features), or ``False``
-        (none; then ``basis`` is not needed). Each image is a 180 x 180 PNG drawn directly, without a figure,
-        so that 16k of them take seconds.
+        (none; then ``basis`` is not needed). Dead features (active in no cell) never get one. Each image is a
+        180 x 180 PNG drawn directly, without a figure, so that 16k of them take seconds.
     n_genes
         Genes listed per sign (raised and lowered) from ``varm["<key>_loadings"]``; the first
         five raised ones are searchable in the index.
@@ -114,11 +114,12 @@ def atlas(
     """
     get.check_adata(adata)
     stored = get.sae(adata, key)
-    codes = stored.codes.tocsc()  # one column per feature is read at a time
+    codes = stored.codes.tocsc(copy=True)  # one column per feature is read at a time
+    codes.eliminate_zeros()  # stored zeros are no activity (and are never drawn)
     n_features = codes.shape[1]
     table = _aligned(stored.feature_table(), n_features, key)
     labels = None if groupby is None else get.groups(adata, groupby)
-    drawn = _chosen_images(images, table, codes)
+    drawn = _chosen_images(images, codes)
     coords = _embedding(adata, basis) if drawn else None
     for name, value in {"n_genes": n_genes, "n_terms": n_terms, "n_neighbors": n_neighbors}.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
@@ -193,18 +194,18 @@ def _aligned(table: pd.DataFrame, n_features: int, key: str) -> pd.DataFrame:
     return table.set_axis(index).reindex(names) if set(index) == set(names) else table.set_axis(names)
 
 
-def _chosen_images(images: object, table: pd.DataFrame, codes: sparse.csc_matrix) -> set[int]:
-    """Choose the features that get an image: all, the ``N`` most frequent, or none."""
-    n_features = codes.shape[1]
+def _chosen_images(images: object, codes: sparse.csc_matrix) -> set[int]:
+    """Choose the features that get an image: all, the ``N`` most frequent, or none; never a dead one."""
     if images is False:
         return set()
-    if images is True or images == "all":
-        return set(range(n_features))
-    if isinstance(images, bool) or not isinstance(images, int | np.integer) or images < 0:
-        raise ValueError(f"images={images!r} must be 'all', a number of features (the most frequent) or False.")
     counts = np.diff(codes.indptr)  # how many cells each feature is active in
-    order = np.argsort(-counts, kind="stable")
-    return {int(f) for f in order[: int(images)]}
+    if images is True or images == "all":
+        images = codes.shape[1]
+    elif isinstance(images, bool) or not isinstance(images, int | np.integer) or images < 0:
+        raise ValueError(f"images={images!r} must be 'all', a number of features (the most frequent) or False.")
+    # A dead feature's image would show only grey cells: large dictionaries have thousands of them.
+    order = np.argsort(-counts, kind="stable")[: int(images)]
+    return {int(f) for f in order if counts[f] > 0}
 
 
 def _basis_name(basis: str) -> str:

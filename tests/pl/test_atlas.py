@@ -36,12 +36,13 @@ def written(_analysed, tmp_path_factory):
 
 
 def test_folder_structure(written):
-    _, folder = written
+    adata, folder = written
     names = ["atlas.css", "atlas.js", "data", "features", "img", "index.html"]
     assert sorted(p.name for p in folder.iterdir()) == names
     assert sorted(p.name for p in (folder / "features").iterdir()) == sorted(f"{f}.js" for f in range(N_FEATURES))
     images = sorted((folder / "img").iterdir())
-    assert len(images) == N_FEATURES and all(is_png(p) for p in images)
+    live = np.flatnonzero(np.asarray((adata.obsm["X_sae"] > 0).sum(axis=0)).ravel())
+    assert sorted(int(p.stem) for p in images) == live.tolist() and all(is_png(p) for p in images)
     assert Image.open(images[0]).size == (_atlas.IMAGE_SIZE, _atlas.IMAGE_SIZE)
     html = (folder / "index.html").read_text()
     assert '<script src="data/index.js">' in html and '<script src="atlas.js">' in html
@@ -139,6 +140,12 @@ def test_images_for_the_most_frequent_only_or_none(analysed, tmp_path):
     assert len(drawn) == 5 and frequency[drawn].min() >= np.sort(frequency)[-5]
     missing = next(f for f in range(N_FEATURES) if f not in drawn)
     assert _feature(folder, missing)["image"] is None and _feature(folder, drawn[0])["image"] == f"img/{drawn[0]}.png"
+    dead = next(f for f in range(N_FEATURES) if f not in drawn)
+    codes = analysed.obsm["X_sae"].tolil()
+    codes[:, dead] = 0  # stored zeros: a dead feature, which gets no image, even with images="all"
+    analysed.obsm["X_sae"] = codes.tocsr()
+    folder = csk.pl.atlas(analysed, tmp_path / "all", progress=False)
+    assert not (folder / "img" / f"{dead}.png").exists() and _feature(folder, dead)["image"] is None
     del analysed.obsm["X_umap"]  # without images, no embedding is needed
     folder = csk.pl.atlas(analysed, tmp_path / "none", images=False, progress=False)
     assert not list((folder / "img").iterdir()) and _index(folder)["basis"] is None

@@ -175,7 +175,10 @@
 
   function imagePart(data) {
     if (!INDEX.basis) return null;
-    if (!data.image) return section("Cells", note("No image for this feature (the atlas was written with images for the most frequent features only)."));
+    if (!data.image) {
+      const why = data.max ? "the atlas has images of the most frequent features only" : "the feature is active in no cell";
+      return section("Cells", note("No image: " + why + "."));
+    }
     return section("Cells on " + INDEX.basis,
       el("div", {class: "image"}, el("img", {src: data.image, width: 180, height: 180,
         alt: "cells on " + INDEX.basis + " coloured by the activation of feature " + data.id})),

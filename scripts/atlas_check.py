@@ -5,7 +5,8 @@ does not stay on ``file://`` is aborted and fails the check. The check fails on
 
 1. a search (``--search WORD=N,M``) whose results lack an expected feature, or that finds nothing;
 2. a click on a row of the index that does not open that feature's view;
-3. a feature view without its heading, or with an image that does not load (``naturalWidth == 0``);
+3. a feature view without its heading, with an image that does not load (``naturalWidth == 0``), or showing
+   ``null``, ``undefined`` or ``NaN`` (a missing value written as text);
 4. a JavaScript error (an uncaught exception or a console error) or a request that leaves ``file://``.
 
 Screenshots of the index and of one feature's view are saved as PNG. The browser set-up and the report are those of
@@ -39,6 +40,18 @@ async (timeoutMs) => {
   });
   await Promise.race([Promise.all(imgs.map(settled)), new Promise((r) => setTimeout(r, timeoutMs))]);
   return imgs.map((img) => ({src: img.getAttribute('src'), complete: img.complete, width: img.naturalWidth}));
+}
+"""
+# The text nodes of the feature view that are nothing but a missing value written out ("null", "undefined", "NaN").
+LEAKED_JS = """
+() => {
+  const walker = document.createTreeWalker(document.getElementById('feature-view'), NodeFilter.SHOW_TEXT);
+  const found = [];
+  while (walker.nextNode()) {
+    const text = walker.currentNode.textContent.trim();
+    if (['null', 'undefined', 'NaN'].includes(text)) found.push(text);
+  }
+  return found;
 }
 """
 ROWS_JS = "() => Array.from(document.querySelectorAll('#rows tr'), (tr) => Number(tr.dataset.feature))"
@@ -157,12 +170,17 @@ def check_atlas(
                     missing = sorted(expected - set(found))
                     report.problems.append(Problem("index", "search", f"{text!r} does not find features {missing}"))
             checker.search("")
+            checker.tab.evaluate("() => window.scrollTo(0, 0)")  # "Show more" scrolled down
             if shots is not None:
                 shots.mkdir(parents=True, exist_ok=True)
                 checker.tab.screenshot(path=str(shots / "atlas_index.png"), full_page=False)
                 report.screenshots.append(shots / "atlas_index.png")
             if features:
                 first = features[0]
+                # Its row may be beyond the first page of the list, or hidden as dead.
+                if checker.tab.locator("#hide-dead").is_visible():
+                    checker.tab.locator("#hide-dead").set_checked(False)
+                checker.search(str(first))
                 link = checker.tab.locator(f"#rows tr[data-feature='{first}'] td:nth-child(2)")
                 link.click()
                 checker.tab.wait_for_selector(f"#feature-view h1:text-matches('^Feature {first}(:|$)')")
@@ -177,6 +195,8 @@ def check_atlas(
                     report.problems.append(Problem(page, "page", f"does not open: {str(error).splitlines()[0]}"))
                     continue
                 report.problems += _image_problems(page, images)
+                for word in sorted(set(checker.tab.evaluate(LEAKED_JS))):
+                    report.problems.append(Problem(page, "text", f"shows {word!r} (a missing value written as text)"))
                 if i == 0 and shots is not None:
                     checker.tab.screenshot(path=str(shots / "atlas_feature.png"), full_page=True)
                     report.screenshots.append(shots / "atlas_feature.png")

@@ -82,9 +82,11 @@ def test_network_requests_broken_images_and_errors_are_caught(atlas, tmp_path):
     cdn = '<script src="https://cdn.example.invalid/lib.js"></script><script>throw new Error("boom")</script>'
     (folder / "index.html").write_text(html.replace("</head>", cdn + "</head>"))
     (folder / "img" / "0.png").write_bytes(b"not a PNG")
+    script = folder / "features" / "0.js"
+    script.write_text(script.read_text().replace('"stats":{', '"stats":{"leaked":"undefined",'))
     report = atlas_check.check_atlas(folder, features=[0], timeout=20)
     kinds = sorted({p.kind for p in report.problems})
-    assert kinds == ["JavaScript error", "missing image", "network"]
+    assert kinds == ["JavaScript error", "missing image", "network", "text"]
     assert any("cdn.example.invalid" in p.detail for p in report.problems)
 
 

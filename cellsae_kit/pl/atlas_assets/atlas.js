@@ -241,8 +241,9 @@
     const title = "Feature " + i + (term(i) ? ": " + term(i) : "");
     const description = data.stats.description ? el("p", {class: "description", text: data.stats.description}) : null;
     const top = [imagePart(data), groupPart(data)].filter(Boolean);
-    $("feature-view").replaceChildren(nav, el("h1", {text: title}), description,
-      el("div", {class: "row"}, top), statsPart(data), genePart(data), termPart(data), neighborPart(data));
+    const parts = [nav, el("h1", {text: title}), description, el("div", {class: "row"}, top), statsPart(data),
+      genePart(data), termPart(data), neighborPart(data)];
+    $("feature-view").replaceChildren(...parts.filter(Boolean)); // replaceChildren would write null as text
     document.title = "Feature " + i + " · " + INDEX.title;
   }
 

@@ -216,3 +216,19 @@ def test_without_loadings_annotation_or_groups(tmp_path):
     data, index = _feature(folder, 0), _index(folder)
     assert "genes" not in data and "terms" not in data and "groups" not in data
     assert not index["has_genes"] and not index["has_terms"] and "genes" not in index["columns"]
+
+
+def test_stability_and_description_columns_reach_the_index(analysed, tmp_path):
+    stored = csk.get.sae(analysed)
+    features = pd.Index([str(f) for f in range(N_FEATURES)], name="feature")
+    extra = pd.DataFrame(
+        {"stability": np.linspace(0, 1, N_FEATURES), "description": [f"text of {f}" for f in range(N_FEATURES)]},
+        index=features,
+    )
+    stored.add_features(extra)
+    folder = csk.pl.atlas(analysed, tmp_path / "atlas", images=False, progress=False)
+    index = _index(folder)
+    assert [name for name, _ in index["sort"]] == ["frequency", "stability", "mean_active"]
+    assert index["columns"]["description"][7] == "text of 7"
+    assert index["columns"]["stability"][31] == 1.0
+    assert _feature(folder, 7)["stats"]["stability"] == pytest.approx(7 / 31, rel=1e-3)

@@ -405,7 +405,11 @@ def figure(out: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.3, not 3 x 10^-1
+    # between the decades only 2, 3 and 5 are labelled, so that the labels do not overlap
+    sparse = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else "")
     cases = out["cases"]
     fig, axes = plt.subplots(1, len(cases), figsize=(6.2 * len(cases), 4.6), squeeze=False)
     for ax, (name, case) in zip(axes[0], cases.items(), strict=True):
@@ -421,7 +425,10 @@ def figure(out: dict, path: Path) -> None:
                         va="bottom", fontsize=8, color="#555555")  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("wall seconds (training; evaluation excluded)")
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(plain if high / low < 4 else sparse)  # a short axis: label them all
+        ax.set_xlabel("wall seconds (peers: training clock, evaluation excluded; ours: whole fit call)")
         ax.set_ylabel("validation FVU (held-out 10 %)")
         ax.set_title(
             f"{name}: {case['n_cells']:,} cells x {case['d']}, m={case['m']}, k={case['k']}, {case['n_epochs']} epochs",
@@ -451,7 +458,11 @@ def main() -> None:
         help="the peers' learning rates: each library's default, or the one ours chose (a sensitivity check)",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small data, one round: a smoke test")
+    parser.add_argument("--replot", type=Path, help="only redraw the figure of this results JSON")
     args = parser.parse_args()
+    if args.replot:
+        figure(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
+        return
     torch.set_num_threads(args.threads)
     rounds = 1 if args.quick else args.rounds
     skipped = {peer.dist: why for peer in PEERS if (why := available(peer))}

@@ -167,7 +167,8 @@ class FitConfig:
         0,
         "Seed for initialisation, split and shuffling. CPU runs with the same seed and the same number of torch "
         "threads (``torch.set_num_threads``) give identical results; another thread count sums in another order, "
-        "and results then agree to about 8 digits.",
+        "and results then agree to about 8 digits (small fits, whose steps train on one thread, are identical "
+        "whatever the setting).",
         NON_NEGATIVE,
         cli=("--seed",),
     )

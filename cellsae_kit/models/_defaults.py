@@ -253,4 +253,4 @@ def warn_settings(
             f"far more than an SAE needs to converge; pass n_epochs={auto.n_epochs} or leave n_epochs='auto'"
         )
     if problems:
-        warnings.warn("; ".join(problems) + ".", UserWarning, stacklevel=3)
+        warnings.warn("; ".join(problems) + ".", UserWarning, stacklevel=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +37,13 @@ def codes_to_csr(codes: Codes, n_cells: int, n_features: int) -> sparse.csr_matr
 
 
 @torch.no_grad()
-def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) -> sparse.csr_matrix:
+def encode_rows(
+    model: SparseAutoencoder,
+    rows: Any,
+    *,
+    batch_size: int = 8192,
+    on_block: Callable[[int, torch.Tensor, Codes], None] | None = None,
+) -> sparse.csr_matrix:
     """Encode cells block by block into one CSR matrix, without holding the input or a second copy of the codes.
 
     Parameters
@@ -48,6 +55,9 @@ def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) 
         scipy sparse).
     batch_size
         Cells encoded at once (blocks of consecutive rows).
+    on_block
+        Called with each block's first row, its inputs (on the model's device) and its codes, for example to
+        measure the reconstruction error in the same pass.
 
     Returns
     -------
@@ -89,7 +99,10 @@ def encode_rows(model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192) 
             cells = rows[read_start : read_start + step]
             for offset in range(0, cells.shape[0], batch_size):
                 x = to_tensor(cells[offset : offset + batch_size], device)
-                block = codes_to_csr(model.encode(x), x.shape[0], m)
+                codes = model.encode(x)
+                if on_block is not None:
+                    on_block(read_start + offset, x, codes)
+                block = codes_to_csr(codes, x.shape[0], m)
                 if nnz + block.nnz > len(data):  # BatchTopK or ReLU keep more than expected: grow geometrically
                     new = max(2 * len(data), nnz + block.nnz)
                     indices, data = _grown(indices, nnz, new), _grown(data, nnz, new)

@@ -532,6 +532,25 @@ def sparse_decode(codes: Codes, weight: torch.Tensor, n_cells: int) -> torch.Ten
     return _SparseDecoding.apply(codes.values.to(weight.dtype), weight, rows, codes.indices, n_cells)
 
 
+def sparse_codes(codes: Codes) -> Codes:
+    """Return dense codes (ReLU, JumpReLU, BatchTopK at inference) as their non-zero entries; sparse codes as they are.
+
+    Decoding the entries (:func:`sparse_decode`) costs their number times the input dimension, not cells x
+    features x inputs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cellsae_kit.models._sae import Codes, sparse_codes
+    >>> sparse_codes(Codes(torch.tensor([[0.0, 2.0], [3.0, 0.0]]), None))
+    Codes(values=tensor([2., 3.]), indices=tensor([1, 0]), rows=tensor([0, 1]))
+    """
+    if codes.indices is not None:
+        return codes
+    rows, cols = torch.nonzero(codes.values, as_tuple=True)
+    return Codes(codes.values[rows, cols], cols, rows)
+
+
 def _pairs(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Build a sparse COO matrix with ``values`` at the distinct (``rows``, ``cols``) pairs."""
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False)

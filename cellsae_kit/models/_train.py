@@ -23,11 +23,14 @@ from ._defaults import InputKind, resolve, warn_settings
 from ._distributed import Sync
 from ._encode import encode_rows, to_tensor
 from ._metrics import activation_stats, codes_stats, max_decoder_cosine
-from ._sae import Codes, SparseAutoencoder, batch_top, check_config, sparse_decode
+from ._sae import Codes, SparseAutoencoder, batch_top, check_config, sparse_codes, sparse_decode
 
 K_AUX_CAP = 256
 RESAMPLE_NORM = 0.2
 L0_TOLERANCE = 1.1  # JumpReLU: the best epoch is chosen among those whose L0 is at most 10% above k
+# Steps of fewer multiply-adds than this (batch x features x inputs) run on one CPU thread: their operations are
+# too short for threads to pay, and on a busy machine waiting for a descheduled thread made them 10-25x slower.
+SMALL_STEP = 2**24
 
 
 @dataclass
@@ -243,6 +246,7 @@ def fit(
     input_name: str = "the input",
     input_kind: InputKind = "embedding",
     metadata: dict[str, Any] | None = None,
+    encode: bool = True,
     **options: Any,
 ) -> FitResult:
     """Train a sparse autoencoder on a cells x dimensions matrix.
@@ -276,6 +280,9 @@ def fit(
         (:func:`resolve`).
     metadata
         Stored with the model (see :class:`SparseAutoencoder`).
+    encode
+        Encode every cell into ``codes``. ``False`` leaves ``codes=None`` (and the statistics of the codes out of
+        ``metrics``) for a caller that encodes the cells itself, for example into a file.
     **options
         Any option of :class:`FitConfig`, replacing the config's value:
 
@@ -295,7 +302,34 @@ def fit(
     >>> result.codes.shape
     (300, 32)
     """
-    config = FitConfig.make(config, **options)
+    threads = torch.get_num_threads()
+    try:
+        return _fit(
+            X,
+            FitConfig.make(config, **options),
+            init_decoder,
+            freeze_decoder,
+            progress,
+            input_name,
+            input_kind,
+            metadata,
+            encode,
+        )
+    finally:  # small steps run on one thread (SMALL_STEP); the caller's setting comes back
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    X,
+    config: FitConfig,
+    init_decoder,
+    freeze_decoder: bool,
+    progress: bool,
+    input_name: str,
+    input_kind: InputKind,
+    metadata,
+    encode: bool,
+) -> FitResult:
     stream = X if isinstance(X, ChunkedRows) else None
     if stream is None:
         check_data(X, input_name)
@@ -310,7 +344,7 @@ def fit(
     check_config(n_inputs, n_features, activation, k, l1_coef, prefixes=prefixes, bandwidth=config.bandwidth)
     device = resolve_device(config.device)
     if precision == "bfloat16" and device.type != "cuda":
-        warnings.warn("precision='bfloat16' needs a CUDA GPU; training in float32 on the CPU.", stacklevel=2)
+        warnings.warn("precision='bfloat16' needs a CUDA GPU; training in float32 on the CPU.", stacklevel=3)
         precision = "float32"
 
     sync = Sync.current(device)  # several processes under torchrun: each streams its shard of the chunks
@@ -332,6 +366,8 @@ def fit(
     steps_per_epoch = math.ceil(n_train / batch_size) if stream is None else plan.steps_per_epoch(batch_size)
     n_epochs, patience, lr = config.n_epochs, config.patience, config.lr
     warn_settings(config, n_train, len(val_idx), n_inputs, steps_per_epoch, rules)
+    if device.type == "cpu" and batch_size * n_features * n_inputs < SMALL_STEP:
+        torch.set_num_threads(1)
     dead_window = config.dead_window or max(n_train, 10 * batch_size)
     k_aux = config.k_aux or K_AUX_CAP
 
@@ -372,7 +408,8 @@ def fit(
         if device.type == "cuda" and data.numel() * 4 < 0.25 * torch.cuda.mem_get_info(device)[0]:
             data = data.to(device)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # The fused kernel updates each parameter in one pass (3-8x faster than the default loop on a CPU, measured).
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(n_epochs * steps_per_epoch, config.warmup_fraction, config.decay_fraction)
     )
@@ -495,18 +532,24 @@ def fit(
             f"The JumpReLU SAE ended with {history['l0'][-1]:.1f} active features per cell against its target "
             f"k={k}; epoch {best[1]} of {len(history['l0'])}, the best one near the target, is kept. Train "
             "longer (n_epochs) or raise l0_coef to hold the target.",
-            stacklevel=2,
+            stacklevel=3,
         )
     model.load_state_dict(best[2])
     model.eval()
-    # The errors first: their temporaries are then freed before the codes of every cell take their memory.
-    fvu_train = _evaluate(model, data, train_idx, max(batch_size, 4096), device, sync)
-    fvu_validation = _evaluate(model, data, val_idx, max(batch_size, 4096), device, sync)
-    if stream is None:
-        codes = model.transform(X, batch_size=max(batch_size, 4096))
-    else:  # chunk by chunk into one CSR; under torchrun only rank 0 encodes (the others return codes=None)
-        _release_freed_memory()
-        codes = encode_rows(model, stream, batch_size=max(batch_size, 4096)) if sync.rank == 0 else None
+    # The kept epoch's validation error was measured on the same weights; the training cells' error comes from
+    # the pass that encodes every cell, when there is one on this process.
+    fvu_validation = history["fvu_validation"][best[1] - 1] if best[1] else math.nan
+    eval_batch = max(batch_size, 4096)
+    codes = None
+    if encode and sync.world_size == 1:
+        if stream is not None:
+            _release_freed_memory()
+        codes, fvu_train = _encode_and_score(model, X, train_idx, eval_batch)
+    else:  # under torchrun the error is summed over every process's cells; only rank 0 encodes them
+        fvu_train = _evaluate(model, data, train_idx, eval_batch, device, sync)
+        if encode and sync.rank == 0:
+            _release_freed_memory()
+            codes = encode_rows(model, stream, batch_size=eval_batch)
     metrics = {
         "fvu_train": fvu_train,
         "fvu_validation": fvu_validation,
@@ -529,6 +572,23 @@ def fit(
     )
     params = used.params() | ({"rules": rules} if rules else {})
     return FitResult(model, codes, history, metrics, train_idx, val_idx, params)
+
+
+def _encode_and_score(
+    model: SparseAutoencoder, X, train_idx: np.ndarray, batch_size: int
+) -> tuple[sparse.csr_matrix, float]:
+    """Encode every cell (CSR) and return the FVU of the training cells, reconstructed from the same codes."""
+    training = np.zeros(X.shape[0], dtype=bool)
+    training[train_idx] = True
+    acc = _FVU()
+
+    def score(start: int, x: torch.Tensor, codes: Codes) -> None:
+        keep = torch.as_tensor(training[start : start + x.shape[0]], device=x.device)
+        x_hat = model.decode(sparse_codes(codes), x.shape[0]).float()
+        acc.add((x * model.input_scale)[keep], x_hat[keep])
+
+    codes = encode_rows(model, X, batch_size=batch_size, on_block=score)
+    return codes, acc.value()
 
 
 @torch.no_grad()

@@ -92,6 +92,51 @@ def test_early_stopping_keeps_the_best_epoch():
     assert result.history["fvu_validation"][best - 1] == min(result.history["fvu_validation"])
 
 
+@pytest.mark.parametrize("activation", ["topk", "batchtopk", "relu", "jumprelu"])
+def test_final_errors_match_a_reconstruction_of_the_kept_model(activation):
+    """Both final FVUs are measured once (validation: at the kept epoch; training: from the codes of every cell)."""
+    X, _, _ = sparse_dictionary_data(n_cells=600)
+    result = fit(X, activation=activation, **(FAST | {"n_epochs": 8}))
+    with torch.no_grad():
+        rec = result.model.reconstruct(torch.as_tensor(X)).numpy()
+    tr, va = result.train_indices, result.validation_indices
+    assert result.metrics["fvu_train"] == pytest.approx(fvu(X[tr], rec[tr]), rel=1e-4)
+    assert result.metrics["fvu_validation"] == pytest.approx(fvu(X[va], rec[va]), rel=1e-4)
+    codes = result.model.transform(X)
+    assert abs(result.codes - codes).max() == 0
+
+
+def test_encode_false_returns_no_codes_and_the_same_model():
+    X, _, _ = sparse_dictionary_data(n_cells=400)
+    full = fit(X, **(FAST | {"n_epochs": 4}))
+    bare = fit(X, encode=False, **(FAST | {"n_epochs": 4}))
+    assert bare.codes is None and "l0" not in bare.metrics
+    torch.testing.assert_close(bare.model.W_dec, full.model.W_dec, rtol=0, atol=0)
+    assert bare.metrics["fvu_train"] == pytest.approx(full.metrics["fvu_train"], rel=1e-5)
+    assert bare.metrics["fvu_validation"] == full.metrics["fvu_validation"]
+
+
+def test_small_fits_run_on_one_thread_and_give_the_threads_back(monkeypatch):
+    X, _, _ = sparse_dictionary_data(n_cells=300)
+    seen = []
+    original = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam,
+        "step",
+        lambda self, *a, **kw: (seen.append(torch.get_num_threads()), original(self, *a, **kw))[1],
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(X, **(FAST | {"n_epochs": 2}))
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="k=64"):
+            fit(X, n_features=64, k=64, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_no_validation_split():
     X, _, _ = sparse_dictionary_data(n_cells=200)
     result = fit(X, validation_fraction=0, **FAST)

@@ -90,7 +90,7 @@ def max_decoder_cosine(W_dec: np.ndarray | torch.Tensor, *, chunk_size: int = 40
     Parameters
     ----------
     W_dec
-        Features x inputs decoder matrix.
+        Features x inputs decoder matrix (a tensor is compared on its own device).
     chunk_size
         Rows compared at once.
 
@@ -105,14 +105,15 @@ def max_decoder_cosine(W_dec: np.ndarray | torch.Tensor, *, chunk_size: int = 40
     >>> max_decoder_cosine(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
     0.7071067...
     """
-    w = torch.as_tensor(np.asarray(W_dec, dtype=np.float32))
+    # a tensor stays on its device: on a GPU the features x features products of a large dictionary are cheap
+    w = W_dec.detach().float() if torch.is_tensor(W_dec) else torch.as_tensor(np.asarray(W_dec, dtype=np.float32))
     if w.shape[0] < 2:
         return float("nan")
     w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
     best = -1.0
     for start in range(0, w.shape[0], chunk_size):
         sim = w[start : start + chunk_size] @ w.T
-        rows = torch.arange(sim.shape[0])
+        rows = torch.arange(sim.shape[0], device=w.device)
         sim[rows, rows + start] = -1.0
         best = max(best, float(sim.max()))
     return best

@@ -554,7 +554,7 @@ def _fit(
         "fvu_train": fvu_train,
         "fvu_validation": fvu_validation,
         **({} if codes is None else activation_stats(codes) if stream is None else codes_stats(codes)),
-        "max_decoder_cosine": max_decoder_cosine(model.W_dec.detach().cpu()),
+        "max_decoder_cosine": max_decoder_cosine(model.W_dec),
         "best_epoch": best[1],
         "n_epochs": len(history["epoch"]),
     }

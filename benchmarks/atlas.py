@@ -12,20 +12,24 @@ Cases:
   ``images="all"``, ``images=1000`` and ``images=False``.
 
 Size is the files' bytes and the disk space they take (whole blocks, as ``du`` counts). The atlas is written to a
-temporary folder, never into the repository.
+temporary folder, never into the repository. Each case's row records its machine and the load average when it
+started: times measured on a busy machine are longer.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/atlas.py     # writes benchmarks/results/atlas.json
+    OMP_NUM_THREADS=1 python benchmarks/atlas.py             # every case, into benchmarks/results/atlas.json
+    OMP_NUM_THREADS=1 python benchmarks/atlas.py pbmc_512    # one case; the other rows of the file are kept
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import scanpy as sc
@@ -97,22 +101,40 @@ def large(work: Path) -> dict:
     }
 
 
-def main() -> None:
+CASES = {"pbmc": pbmc, "pbmc_512": partial(pbmc, n_features=512), "16k": large}
+
+
+def _machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the cases named (all by default) and write their rows into ``results/atlas.json``, keeping the others.
+
+    Parameters
+    ----------
+    argv
+        The arguments, without the program name; ``None`` reads ``sys.argv``.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=f"cases to run: {', '.join(CASES)} (default: all)")
+    cases = parser.parse_args(argv).cases or list(CASES)
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    path = RESULTS / "atlas.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="atlas-bench-") as tmp:
-        work = Path(tmp)
-        results = {
-            "machine": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            },
-            "pbmc": pbmc(work),
-            "pbmc_512": pbmc(work, n_features=512),
-            "16k": large(work),
-        }
+        for name in cases:
+            results[name] = {"machine": _machine()} | CASES[name](Path(tmp))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "atlas.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    path.write_text(json.dumps({name: results[name] for name in CASES if name in results}, indent=2) + "\n")
+    print(json.dumps({name: results[name] for name in cases}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,14 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 BOOK_HTML := book/_build/html/index.html
 SCREENSHOTS := book/_build/screenshots
 CACHE := book/_build/.jupyter_cache
+# The quickstart's last cell writes a feature atlas (csk.pl.atlas) beside itself, into book/tutorials/pbmc_atlas, which
+# the book links to. A notebook served from the execution cache does not run, and book/tutorials is made afresh on every
+# build, so the atlas of the last run is kept in book/_build/pbmc_atlas (beside the cache it belongs to) and copied into
+# the HTML after each build; without a kept atlas the cache is dropped so that the quickstart runs and writes it again.
+ATLAS := pbmc_atlas
+NEW_ATLAS := book/tutorials/$(ATLAS)
+KEPT_ATLAS := book/_build/$(ATLAS)
+BOOK_ATLAS := book/_build/html/tutorials/$(ATLAS)
 # apt-get needs root; elsewhere it goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -42,15 +50,23 @@ test-latest: $(LATEST)/.installed
 # The execution cache knows the notebooks, not the package: a changed module re-runs every notebook.
 book: $(STAMP)
 	if [ -d $(CACHE) ] && [ -n "$$(find cellsae_kit -newer $(CACHE) -name '*.py' -print -quit)" ]; then rm -rf $(CACHE); fi
+	if [ ! -f $(KEPT_ATLAS)/index.html ]; then rm -rf $(CACHE); fi
 	rm -rf book/tutorials book/_build/html && mkdir -p book/tutorials && cp notebooks/*.ipynb book/tutorials/
 	$(BIN)/jupyter-book build book -W -n --keep-going
+	if [ -f $(NEW_ATLAS)/index.html ]; then rm -rf $(KEPT_ATLAS) && cp -R $(NEW_ATLAS) $(KEPT_ATLAS); fi
+	test -f $(KEPT_ATLAS)/index.html || { echo "The quickstart wrote no $(NEW_ATLAS); see its last cell"; exit 1; }
+	cp -R $(KEPT_ATLAS) $(BOOK_ATLAS)
 	@echo "The book is at $(CURDIR)/$(BOOK_HTML)"
 
 # Open every page of the built book in headless Chromium (Debian's, never a downloaded one): fails on missing
 # images, broken internal links or anchors, notebook cell errors and JavaScript errors; saves screenshots.
+# Then open the book's feature atlas from file:// the same way: a gene and a term taken from its data must find their
+# features, a click and an address must open a feature's view, with its images and no request off file://.
 book-check: $(STAMP)
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 	$(BIN)/python scripts/book_check.py book/_build/html --screenshots $(SCREENSHOTS) --chromium "$$(command -v chromium)"
+	test -f $(BOOK_ATLAS)/index.html || { echo "The book has no $(BOOK_ATLAS): build it again with make book"; exit 1; }
+	$(BIN)/python scripts/atlas_check.py $(BOOK_ATLAS) --screenshots $(SCREENSHOTS) --chromium "$$(command -v chromium)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,7 +3,10 @@
 The atlas must work without a server and without the network, so it is opened as a file and every request that
 does not stay on ``file://`` is aborted and fails the check. The check fails on
 
-1. a search (``--search WORD=N,M``) whose results lack an expected feature, or that finds nothing;
+1. a search (``--search WORD=N,M``) whose results lack an expected feature, or that finds nothing; without
+   ``--search``, a gene and a term are taken from the atlas's own data (:func:`searches_from_index`): the top gene
+   of the most frequent live feature and the commonest best term, each expected to find every live feature that
+   lists it;
 2. a click on a row of the index that does not open that feature's view;
 3. a feature view without its heading, with an image that does not load (``naturalWidth == 0``), or showing
    ``null``, ``undefined`` or ``NaN`` (a missing value written as text);
@@ -17,11 +20,16 @@ Examples
 Check an atlas: searching CST3 must find feature 3, and the term Hypoxia must find something::
 
     python scripts/atlas_check.py atlas/ --search CST3=3 --search Hypoxia --screenshots atlas_shots
+
+Check an atlas with a gene and a term chosen from its data::
+
+    python scripts/atlas_check.py atlas/
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -97,6 +105,75 @@ class _AtlasChecker:
         return self.tab.evaluate(IMAGES_JS, 10000)
 
 
+def read_index(folder: Path | str) -> dict:
+    """Read the data of an atlas's index page, ``data/index.js`` (``window.ATLAS_INDEX = {...};``).
+
+    Parameters
+    ----------
+    folder
+        The atlas folder.
+
+    Returns
+    -------
+    The index as a dictionary: ``n_features``, ``columns`` (per-feature lists, text columns coded as positions in
+    ``vocabularies``, ``-1`` for none) and ``vocabularies``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no ``data/index.js``.
+    ValueError
+        If the file is not an atlas index.
+    """
+    path = Path(folder) / "data" / "index.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; write the atlas first with cellsae_kit.pl.atlas")
+    text = path.read_text(encoding="utf-8").strip()
+    prefix = "window.ATLAS_INDEX = "
+    if not (text.startswith(prefix) and text.endswith(";")):
+        raise ValueError(f"{path} does not start with {prefix!r}; write the atlas again with cellsae_kit.pl.atlas")
+    return json.loads(text[len(prefix) : -1])
+
+
+def searches_from_index(index: Mapping) -> dict[str, list[int]]:
+    """Choose a gene and a term to search for from an atlas's own data, with the features each must find.
+
+    The gene is the first listed gene of the most frequent live feature, and must find every live feature among
+    whose listed genes it is; the term is the best term shared by the most live features, and must find them all.
+    A search matches text, so it may find more features (``CD3`` also finds ``CD3D``); those are not counted.
+
+    Parameters
+    ----------
+    index
+        The index, as :func:`read_index` returns it.
+
+    Returns
+    -------
+    Search texts and the features each must find: nothing for an atlas without genes or terms, or whose features
+    are all dead.
+    """
+    columns, vocab = index["columns"], index["vocabularies"]
+    n = int(index["n_features"])
+    dead = columns.get("dead", [0] * n)
+    live = [f for f in range(n) if not dead[f]]
+    searches: dict[str, list[int]] = {}
+    if "genes" in columns:
+        listed = {f: [vocab["genes"][g] for g in columns["genes"][f]] for f in live}
+        frequency = columns.get("frequency", [0] * n)
+        with_genes = [f for f in live if listed[f]]
+        if with_genes:
+            first = max(with_genes, key=lambda f: (frequency[f] or 0, -f))
+            gene = listed[first][0]
+            searches[gene] = [f for f in live if gene in listed[f]]
+    if "best_term" in columns:
+        terms = {f: vocab["best_term"][columns["best_term"][f]] for f in live if columns["best_term"][f] >= 0}
+        if terms:
+            counts = {t: list(terms.values()).count(t) for t in set(terms.values())}
+            term = min(counts, key=lambda t: (-counts[t], t))
+            searches[term] = [f for f, t in terms.items() if t == term]
+    return searches
+
+
 def _image_problems(page: str, images: list[dict]) -> list[Problem]:
     found = []
     for img in images:
@@ -121,7 +198,8 @@ def check_atlas(
     folder
         The atlas, the folder ``csk.pl.atlas`` wrote (with ``index.html``).
     searches
-        Search texts and the features each must list (an empty list: at least one feature).
+        Search texts and the features each must list (an empty list: at least one feature); ``None`` searches for
+        the gene and the term of :func:`searches_from_index`, ``{}`` for nothing.
     screenshots
         Folder for PNG screenshots of the index (``atlas_index.png``) and of the first feature opened
         (``atlas_feature.png``); ``None`` takes none.
@@ -152,6 +230,8 @@ def check_atlas(
         raise FileNotFoundError(f"{chromium} not found; install it with: apt-get install -y chromium")
     start = time.perf_counter()
     report = Report(pages=["index"])
+    if searches is None:
+        searches = searches_from_index(read_index(folder))
     n_features = len(list((folder / "features").glob("*.js")))
     features = list(range(min(20, n_features)) if features is None else features)
     shots = None if screenshots is None else Path(screenshots)
@@ -161,7 +241,7 @@ def check_atlas(
         try:
             checker.tab.goto(index.as_uri(), wait_until="load")
             checker.tab.wait_for_selector("#rows tr")
-            for text, expected in (searches or {}).items():
+            for text, expected in searches.items():
                 found = checker.search(text)
                 expected = set(expected)
                 if not found:
@@ -231,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="the atlas folder, with index.html")
     parser.add_argument(
-        "--search", action="append", type=_search_arg, default=[], metavar="WORD[=N,M]", help="search and expect"
+        "--search",
+        action="append",
+        type=_search_arg,
+        metavar="WORD[=N,M]",
+        help="search and expect (default: a gene and a term chosen from the atlas's data)",
     )
     parser.add_argument("--screenshots", type=Path, help="folder for PNG screenshots")
     parser.add_argument("--feature", action="append", type=int, help="feature view to check (default: 0-19)")
@@ -244,15 +328,18 @@ def main(argv: list[str] | None = None) -> int:
         print("atlas-check: the Python package playwright is missing; pip install playwright", file=sys.stderr)
         return 2
     try:
+        searches = searches_from_index(read_index(args.folder)) if args.search is None else dict(args.search)
+        for text, expected in searches.items():
+            print(f"search: {text!r} must find features {sorted(expected) if expected else 'any'}")
         report = check_atlas(
             args.folder,
-            dict(args.search),
+            searches,
             args.screenshots,
             features=args.feature,
             chromium=args.chromium,
             timeout=args.timeout,
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"atlas-check: {error}", file=sys.stderr)
         return 2
     for shot in report.screenshots:

@@ -247,14 +247,31 @@ def find_pages(site: Path) -> list[str]:
     Returns
     -------
     The pages' paths relative to ``site``, in POSIX form and sorted; files under ``_static``, ``_sources``,
-    ``_images`` and ``_downloads`` are left out.
+    ``_images`` and ``_downloads`` are left out, and so is the ``index.html`` of a feature atlas of
+    ``cellsae_kit.pl.atlas`` (beside ``atlas.js`` and ``data/index.js``): its ``#feature=N`` links are no anchors,
+    and ``scripts/atlas_check.py`` checks it. Links from the book to an atlas are still checked.
     """
     pages = []
     for path in site.rglob("*.html"):
         rel = path.relative_to(site)
-        if rel.parts[0] not in NOT_PAGES:
+        if rel.parts[0] not in NOT_PAGES and not is_atlas(path.parent):
             pages.append(rel.as_posix())
     return sorted(pages)
+
+
+def is_atlas(folder: Path) -> bool:
+    """Tell whether a folder holds a feature atlas written by ``cellsae_kit.pl.atlas``.
+
+    Parameters
+    ----------
+    folder
+        Any folder.
+
+    Returns
+    -------
+    Whether it has the atlas's ``index.html``, ``atlas.js`` and ``data/index.js``.
+    """
+    return all((folder / name).is_file() for name in ("index.html", "atlas.js", "data/index.js"))
 
 
 def _redirect_target(html: str) -> str | None:

@@ -54,6 +54,26 @@ def _expected(adata):
     }
 
 
+def test_searches_from_index_match_the_anndata(atlas):
+    adata, folder = atlas
+    table = adata.uns["sae"]["features"]
+    live = [f for f in range(32) if not table.loc[str(f), "dead"]]
+    tops = {f: csk.tl.top_genes(adata, f, n=5)["gene"].tolist() for f in live}
+    frequent = max(live, key=lambda f: (table.loc[str(f), "frequency"], -f))
+    gene = tops[frequent][0]
+    terms = table.loc[[str(f) for f in live], "best_term"].dropna().astype(str)
+    counts = terms.value_counts()
+    term = sorted(counts.index[counts == counts.max()])[0]
+    expected = {gene: [f for f in live if gene in tops[f]], term: [int(f) for f, t in terms.items() if t == term]}
+    assert atlas_check.searches_from_index(atlas_check.read_index(folder)) == expected
+    assert all(expected.values())
+
+
+def test_searches_from_an_atlas_without_genes_or_terms():
+    index = {"n_features": 2, "columns": {"dead": [0, 1], "frequency": [0.5, 0.0]}, "vocabularies": {}}
+    assert atlas_check.searches_from_index(index) == {}
+
+
 def test_a_good_atlas_passes(atlas, tmp_path):
     adata, folder = atlas
     searches = _expected(adata)
@@ -93,6 +113,15 @@ def test_network_requests_broken_images_and_errors_are_caught(atlas, tmp_path):
 def test_cli_exit_codes(atlas, tmp_path, capsys):
     _, folder = atlas
     assert atlas_check.main([str(folder), "--feature", "1"]) == 0
-    assert "2 views passed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 views passed" in out
+    searches = atlas_check.searches_from_index(atlas_check.read_index(folder))
+    assert [line for line in out.splitlines() if line.startswith("search: ")] == [
+        f"search: {text!r} must find features {sorted(found)}" for text, found in searches.items()
+    ]
     assert atlas_check.main([str(folder), "--search", "NO_SUCH_GENE_XYZ", "--feature", "1"]) == 1
     assert atlas_check.main([str(tmp_path / "nothing")]) == 2
+    (tmp_path / "other" / "data").mkdir(parents=True)
+    (tmp_path / "other" / "data" / "index.js").write_text("var x = 1;")
+    assert atlas_check.main([str(tmp_path / "other")]) == 2
+    assert "does not start with 'window.ATLAS_INDEX = '" in capsys.readouterr().err

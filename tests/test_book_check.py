@@ -71,7 +71,14 @@ GOOD_PAGES = {
         head='<link rel="stylesheet" href="https://fonts.example.invalid/font.css">',
         title="Intro",
     ),
-    "other.html": _html('<h2 id="section">Section</h2><a href="intro.html">back</a>', title="Other"),
+    "other.html": _html(
+        '<h2 id="section">Section</h2><a href="intro.html">back</a> <a href="atlas/index.html">atlas</a>',
+        title="Other",
+    ),
+    # A feature atlas (pl.atlas) is left to scripts/atlas_check.py: its #feature=N links are no anchors.
+    "atlas/index.html": _html('<a href="#feature=3">3</a><script src="atlas.js"></script>'),
+    "atlas/atlas.js": "",
+    "atlas/data/index.js": "window.ATLAS_INDEX = {};",
     "sub/index.html": _html('<a href="../intro.html#top">up</a>'),
     "index.html": '<meta http-equiv="Refresh" content="0; url=intro.html" />',
     # Theme macros that Sphinx copies into _static are not pages.
@@ -85,6 +92,8 @@ BAD_PAGES = {
     "js_error.html": _html('<script>throw new Error("boom");</script><script>console.error("bad thing");</script>'),
     "cell_error.html": _html(TRACEBACK + STDERR_TRACEBACK),
     "redirect.html": '<meta http-equiv="refresh" content="0; url=gone.html" />',
+    # Without the atlas's scripts beside it, an atlas's page is a page of the book, and its links are checked.
+    "not_atlas/index.html": _html('<a href="#feature=3">3</a>'),
 }
 
 
@@ -133,8 +142,14 @@ def _kinds(report, page):
     return sorted(p.kind for p in report.for_page(page))
 
 
-def test_every_page_is_visited_but_static_files(report):
-    assert report.pages == sorted(set(GOOD_PAGES) - {"_static/macros.html"} | set(BAD_PAGES) | set(WORKSHOP_PAGES))
+def test_every_page_is_visited_but_static_files_and_atlases(report):
+    pages = {p for p in GOOD_PAGES if p.endswith(".html")} - {"_static/macros.html", "atlas/index.html"}
+    assert report.pages == sorted(pages | set(BAD_PAGES) | set(WORKSHOP_PAGES))
+
+
+def test_a_page_that_is_no_atlas_has_its_links_checked(report):
+    (problem,) = report.for_page("not_atlas/index.html")
+    assert problem.kind == "missing anchor" and "#feature=3" in problem.detail
 
 
 @pytest.mark.parametrize("page", ["intro.html", "other.html", "sub/index.html", "index.html"])

@@ -28,6 +28,9 @@ STEPS = 4000  # the features separate into programs late, after a plateau of the
 MAX_EPOCHS = 300  # bounds training on a few hundred cells to seconds
 MIN_VALIDATION_CELLS = 50
 LR = 4e-3
+# Adam moves each coordinate by about lr a step, a unit decoder row of d inputs by about lr * sqrt(d): above the
+# widest inputs the rate was tuned on, it falls as 1 / sqrt(d) (benchmarks/lr_rule.py)
+LR_INPUTS = 150
 PREFIX_LEVELS = 5  # Matryoshka prefixes at n_features / 16, / 8, / 4, / 2 and n_features
 MIN_PREFIX = 4  # a prefix of fewer features is left out (unless the dictionary itself is that small)
 
@@ -50,7 +53,8 @@ RULES = {
         "their dead features)"
     ),
     "batch_size": "a power of 2 near training cells / 32, between 32 and 1024",
-    "lr": f"{LR:g} x sqrt(256 / n_features), at most {LR:g}",
+    "lr": f"{LR:g} x sqrt(256 / n_features), at most {LR:g}, times sqrt({LR_INPUTS} / input dimension) above "
+    f"{LR_INPUTS} dimensions",
     "n_epochs": f"enough for {STEPS} steps, between 2 and {MAX_EPOCHS} epochs",
     "patience": "n_epochs (no early stopping; the best validation epoch is kept)",
     "validation_fraction": f"0.1, raised to hold at least {MIN_VALIDATION_CELLS} cells (at most 0.25)",
@@ -141,16 +145,33 @@ def auto_batch_size(n_train: int) -> int:
     return _power_of_two(n_train / 32, 32, 1024)
 
 
-def auto_lr(n_features: int) -> float:
+def auto_lr(n_features: int, n_inputs: int | None = None) -> float:
     """Adam learning rate: 4e-3 for up to 256 features, falling as ``1 / sqrt(n_features)`` above.
+
+    Inputs of more than 150 dimensions (genes, a foundation model's embedding) get a rate smaller by
+    ``sqrt(150 / n_inputs)``: Adam moves every coordinate by about the rate, so a unit-norm decoder row moves by
+    about ``lr * sqrt(n_inputs)``, and on 2,000 genes the rate tuned on embeddings spoilt the data-based
+    initialisation in the first steps (``benchmarks/lr_rule.py``).
+
+    Parameters
+    ----------
+    n_features
+        Dictionary size.
+    n_inputs
+        Input dimension (``None``: no correction).
+
+    Returns
+    -------
+    The learning rate.
 
     Examples
     --------
     >>> from cellsae_kit.models import auto_lr
-    >>> auto_lr(256), auto_lr(1024)
-    (0.004, 0.002)
+    >>> auto_lr(256), auto_lr(1024), auto_lr(256, 50), auto_lr(256, 600)
+    (0.004, 0.002, 0.004, 0.002)
     """
-    return LR * min(1.0, math.sqrt(256 / n_features))
+    wide = 1.0 if n_inputs is None else min(1.0, math.sqrt(LR_INPUTS / n_inputs))
+    return LR * min(1.0, math.sqrt(256 / n_features)) * wide
 
 
 def auto_n_epochs(n_train: int, batch_size: int) -> int:
@@ -217,7 +238,7 @@ def resolve(
         get("prefixes", lambda: auto_prefixes(n_features))
     get("resample", lambda: activation not in ("matryoshka", "jumprelu"))
     batch_size = get("batch_size", lambda: auto_batch_size(n_train))
-    get("lr", lambda: auto_lr(n_features))
+    get("lr", lambda: auto_lr(n_features, n_inputs))
     n_epochs = get("n_epochs", lambda: auto_n_epochs(n_train, min(batch_size, n_train)))
     get("patience", lambda: n_epochs)
     return replace(config, **chosen), {name: RULES[name] for name in chosen}

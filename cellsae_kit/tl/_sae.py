@@ -50,9 +50,9 @@ def sae(
     (:func:`cellsae_kit.models.resolve`; the table they come from is written by ``benchmarks/defaults.py``): a
     BatchTopK SAE with ``k = min(32, d / 2)`` active features per cell and a dictionary of ``8 k`` features, both
     made smaller when there are fewer than 8 training cells per feature, and fewer features for an input of
-    under ~25 dimensions (at most ``d^2 / 8``); batches of about 1/32 of the cells (32
-    to 1024); 4,000 steps (2 to 300 epochs) at a learning rate of ``4e-3`` (lower above 256 features) without
-    early stopping; a validation set of 10% of the cells but at least 50. The chosen values are stored in
+    under ~25 dimensions (at most ``d^2 / 8``); batches of about 1/32 of the cells (32 to 1024); 4,000 steps (2
+    to 300 epochs) at a learning rate of ``4e-3`` (lower above 256 features and above 150 input dimensions)
+    without early stopping; a validation set of 10% of the cells but at least 50. The chosen values are stored in
     ``uns[key]["params"]`` and the rule of each in ``uns[key]["params"]["rules"]``. An explicit value is used as
     given, with a warning when it does not fit the data (``k`` at or above the input dimension, more features
     than training cells, a validation set of a handful of cells, thousands of epochs).

@@ -66,6 +66,7 @@ def test_single_rules():
     assert auto_n_features(10**6, 11) == 16 and auto_n_features(10**6, 24) == 64  # input dimension^2 / 8
     assert auto_batch_size(10) == 32 and auto_batch_size(10**7) == 1024
     assert auto_lr(64) == 4e-3 and auto_lr(4096) == pytest.approx(1e-3)
+    assert auto_lr(256, 150) == 4e-3 and auto_lr(256, 2400) == pytest.approx(1e-3)  # wide inputs: 1 / sqrt(d)
     assert auto_n_epochs(10, 32) == 300 and auto_n_epochs(10**7, 1024) == 2
 
 

@@ -760,11 +760,30 @@ def _pairs(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: 
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False)
 
 
+def _gather_by_column(
+    cols: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, source: torch.Tensor, n_columns: int
+) -> torch.Tensor:
+    """Return ``S^T @ source`` for the sparse cells x features matrix ``S`` with ``weights`` at (``rows``, ``cols``).
+
+    Row ``j`` of the result sums ``source``'s rows of the entries in column ``j``, weighted. The entries are
+    ordered by column and summed by ``F.embedding_bag``, one bag per column: on a CPU several times faster than
+    ``torch.sparse.mm`` on the COO matrix (measured: 0.2 s against 0.75 s for 262,144 entries and 2,000 inputs).
+    """
+    order = torch.sort(cols.to(torch.int32), stable=True).indices  # 32-bit keys sort about 4 times faster
+    counts = torch.bincount(cols, minlength=n_columns)
+    offsets = counts.cumsum(0) - counts
+    return F.embedding_bag(rows[order], source, offsets, per_sample_weights=weights[order], mode="sum")
+
+
 def _csr_pattern(
     rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Build a CSR matrix of zeros at distinct (``rows``, ``cols``) pairs; also return the pairs' order in it."""
-    order = torch.argsort(rows * shape[1] + cols)
+    keys = rows * shape[1] + cols
+    # codes selected from flat positions (BatchTopK, ReLU, JumpReLU) come in order already: no sort then
+    ordered = len(keys) < 2 or bool((keys[1:] > keys[:-1]).all())
+    narrow = keys.to(torch.int32) if shape[0] * shape[1] < 2**31 else keys  # 32-bit keys sort faster
+    order = torch.arange(len(keys), device=keys.device) if ordered else torch.sort(narrow, stable=True).indices
     crow = torch.zeros(shape[0] + 1, dtype=torch.long, device=rows.device)
     crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
     zeros = torch.zeros(len(order), dtype=dtype, device=rows.device)
@@ -796,7 +815,7 @@ class _SelectedEncoding(torch.autograd.Function):
         grad_x = grad_W = grad_b_enc = grad_b_dec = None
         if ctx.needs_input_grad[2]:
             x_c = x.to(W_enc.dtype) * scale - b_dec
-            grad_W = torch.sparse.mm(_pairs(cols, rows, g, (m, n)), x_c).T
+            grad_W = _gather_by_column(cols, rows, g, x_c, m).T
         if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
             column_sums = torch.zeros(m, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
             grad_b_enc = column_sums if ctx.needs_input_grad[3] else None
@@ -830,7 +849,7 @@ class _SparseDecoding(torch.autograd.Function):
             dots = torch.sparse.sampled_addmm(pattern, grad, weight.T, beta=0).values()
             grad_values = torch.empty_like(dots).index_copy_(0, order, dots).view_as(values).to(values.dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.sparse.mm(_pairs(cols, rows, values.flatten().to(weight.dtype), (m, n)), grad)
+            grad_weight = _gather_by_column(cols, rows, values.flatten().to(weight.dtype), grad, m)
         return grad_values, grad_weight, None, None, None
 
 

@@ -307,8 +307,8 @@ class SparseAutoencoder(nn.Module):
             if codes is not None:
                 return codes
         pre = self.pre_activations(x)
-        if self.activation == "relu":
-            return Codes(F.relu(pre), None), None
+        if self.activation == "relu":  # in place: the product's backward needs its inputs, not its output
+            return Codes(F.relu(pre, inplace=True), None), None
         return Codes(_JumpReLU.apply(pre, self.threshold, self.bandwidth), None), self.l0(pre)
 
     def _block(self, x: torch.Tensor) -> int:
@@ -353,7 +353,8 @@ class SparseAutoencoder(nn.Module):
         with torch.no_grad():
             cut = self.threshold.detach() - self.bandwidth / 2 if self.activation == "jumprelu" else 0.0
             first = self.pre_activations(x[:block])
-            if int(torch.count_nonzero(first > cut)) > SPARSE_FRACTION * first.numel():
+            sample = first[:CUT_SAMPLE] > cut  # the density of a sample of cells decides
+            if int(torch.count_nonzero(sample)) > SPARSE_FRACTION * sample.numel():
                 return None
             flat, values = entries_above(lambda rows: self.pre_activations(x[rows]), (n_cells, m), cut, block, first)
         rows = torch.div(flat, m, rounding_mode="floor")

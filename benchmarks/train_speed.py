@@ -299,25 +299,8 @@ def figure(out: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    """Run the benchmark and write the JSON results and the figure."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternations of reference and ours per shape")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--activations", nargs="+", choices=ACTIVATIONS, default=list(ACTIVATIONS))
-    parser.add_argument("--shapes", nargs="+", type=int, help="indices into SHAPES (default: all)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    load_before = os.getloadavg()
-    shapes = QUICK if args.quick else [SHAPES[i] for i in args.shapes] if args.shapes else SHAPES
-    rows = [measure(shape, device, args.repeats, args.precision, tuple(args.activations)) for shape in shapes]
-    partial = len(args.activations) < len(ACTIVATIONS) or (args.shapes and not args.quick)
-    if partial:  # a development run: printed above, not written over the full results
-        return
+def write(rows: list[dict], device, args, load_before) -> Path:
+    """Write the JSON results and the figure of the shapes measured so far; return the JSON's path."""
     RESULTS.mkdir(exist_ok=True)
     out = {
         "benchmark": "train_speed",
@@ -341,7 +324,32 @@ def main() -> None:
     path = RESULTS / f"train_speed_{device.type}{suffix}.json"
     path.write_text(json.dumps(out, indent=2))
     figure(out, path.with_suffix(".png"))
-    print(f"wrote {path} and {path.with_suffix('.png')}")
+    return path
+
+
+def main() -> None:
+    """Run the benchmark and write the JSON results and the figure."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternations of reference and ours per shape")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--activations", nargs="+", choices=ACTIVATIONS, default=list(ACTIVATIONS))
+    parser.add_argument("--shapes", nargs="+", type=int, help="indices into SHAPES (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    load_before = os.getloadavg()
+    shapes = QUICK if args.quick else [SHAPES[i] for i in args.shapes] if args.shapes else SHAPES
+    partial = len(args.activations) < len(ACTIVATIONS) or (args.shapes and not args.quick)
+    rows = []
+    for shape in shapes:  # written after each shape, so that a long run interrupted keeps what it measured
+        rows.append(measure(shape, device, args.repeats, args.precision, tuple(args.activations)))
+        if not partial:  # a development run is printed above, not written over the full results
+            path = write(rows, device, args, load_before)
+    if not partial:
+        print(f"wrote {path} and {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -435,16 +435,14 @@ def _fit(
             target = x * model.input_scale
             with autocast:
                 # TopK and BatchTopK select from pre-activations computed without gradients and then attach
-                # gradients to the selected entries only, so the backward pass forms no cells x features matrix.
-                if model.batch_selection:  # the cut-off is over the whole batch (of all processes)
+                # gradients to the selected entries only, so the backward pass forms no cells x features matrix;
+                # ReLU and JumpReLU do the same with their active entries when those are few (train_codes).
+                if model.batch_selection and sync.world_size > 1:  # the cut-off is over the whole global batch
                     with torch.no_grad():
                         codes = sync.select(model, model.pre_activations(x))
-                    codes = model.with_gradients(codes, x)
-                elif activation == "jumprelu":  # dense: the thresholds learn from the entries near them
-                    pre = model.pre_activations(x)
-                    codes, l0 = model.select(pre), model.l0(pre)
+                    codes, l0 = model.with_gradients(codes, x), None
                 else:
-                    codes = model.encode(x)
+                    codes, l0 = model.train_codes(x)
                 if activation == "matryoshka":
                     prefix_recs = model.decode_prefixes(codes, x.shape[0])
                     x_hat = prefix_recs[-1]
@@ -456,17 +454,18 @@ def _fit(
             else:
                 loss = (target - x_hat).pow(2).sum(1).mean() / n_inputs
             if activation == "relu":
-                loss = loss + l1_coef * (codes.values.float() * model.W_dec.norm(dim=1)).sum(1).mean()
+                loss = loss + l1_coef * model.l1_penalty(codes, x.shape[0])
             elif activation == "jumprelu":
                 loss = loss + l0_penalty(l0.float(), k, config.l0_coef, sync)
 
             with torch.no_grad():
-                active = codes.values != 0
-                if codes.indices is None:
-                    fired = active.any(0)
+                if codes.indices is None:  # dense codes are never negative: one pass for each number, no mask
+                    fired, n_active = codes.values.amax(0) > 0, torch.count_nonzero(codes.values)
                 else:
+                    active = codes.values != 0
                     hits = torch.zeros(n_features, dtype=torch.int32, device=device)
                     fired = hits.index_add_(0, codes.indices.flatten(), active.flatten().to(torch.int32)) > 0
+                    n_active = active.sum()
                 fired, n_step = sync.fired(fired, x.shape[0])
                 since_fired.add_(n_step).masked_fill_(fired, 0)
             # A feature dies after dead_window cells without firing. The host keeps an upper bound of the longest
@@ -496,7 +495,7 @@ def _fit(
                 since_fired.masked_fill_(dead, 0)
             fvu_acc.add(target, x_hat.detach())
             loss_sum += loss.detach() * x.shape[0]
-            active_sum += active.sum()
+            active_sum += n_active
 
         if model.batch_selection:
             _calibrate_threshold(model, calibration_data, calibration_idx, device)

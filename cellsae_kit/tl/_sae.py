@@ -101,7 +101,7 @@ def sae(
         Write the results into this new ``.h5ad`` file or ``.zarr`` store instead of an AnnData in memory: the
         cells' ``obs``, the input's ``var`` and ``varm``, and what is listed under *Writes* below, with
         ``obsm["X_<key_added>"]`` appended a block of encoded cells at a time (never held whole; a progress bar
-        shows it). The file is what ``write_h5ad`` / ``write_zarr`` of the returned AnnData would give (read it
+        shows it). The file holds what ``write_h5ad`` / ``write_zarr`` of the results in memory would (read it
         with ``scanpy.read_h5ad`` or ``anndata.read_zarr``, then :func:`cellsae_kit.get.sae`), but not the input
         data itself (``X``, ``layers``, other ``obsm`` entries). It appears complete or not at all (written under
         a temporary name, renamed at the end). ``adata`` is left unchanged and nothing is returned; under

@@ -149,8 +149,10 @@ def _create(path: Path) -> Any:
 
 def _write_obs(root: Any, source: AnnData | str | Path, path: Path) -> None:
     """Write the cells' ``obs``: copied as stored when the input file has the output's format (no cells read)."""
-    if not isinstance(source, str | Path):
-        write_elem(root, "obs", source.obs)
+    if not isinstance(source, str | Path):  # strings become categories, as anndata's writers make them
+        cells = AnnData(obs=source.obs.copy())
+        cells.strings_to_categoricals()
+        write_elem(root, "obs", cells.obs)
         return
     source = Path(source)
     src, _ = open_store(source)

@@ -182,11 +182,19 @@ def test_write_to_equals_the_in_memory_results(pbmc, pbmc_file, tmp_path, given,
 @pytest.mark.parametrize("backed", [True, False])
 def test_write_to_from_an_anndata_leaves_it_unchanged(pbmc, pbmc_file, tmp_path, backed):
     adata = sc.read_h5ad(pbmc_file, backed="r") if backed else pbmc.copy()
+    if not backed:
+        adata.obs["batch"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")  # strings: categories in the file
     before = {slot: sorted(getattr(adata, slot)) for slot in ("obsm", "varm", "uns")}
     csk.tl.sae(adata, "X_pca", write_to=tmp_path / "out.h5ad", **FAST)
     assert {slot: sorted(getattr(adata, slot)) for slot in before} == before
     # the same training as without write_to: streamed for a backed object, in memory otherwise
-    reference = csk.tl.sae(pbmc_file, "X_pca", **FAST) if backed else csk.tl.sae(pbmc, "X_pca", copy=True, **FAST)
+    if backed:
+        reference = csk.tl.sae(pbmc_file, "X_pca", **FAST)
+    else:
+        assert adata.obs["batch"].dtype == object  # the user's obs is left as it was
+        reference = csk.tl.sae(adata, "X_pca", copy=True, **FAST)
+        reference.write_h5ad(tmp_path / "reference.h5ad")
+        reference = ad.read_h5ad(tmp_path / "reference.h5ad")
     written = ad.read_h5ad(tmp_path / "out.h5ad")
     assert written.X is None and list(written.obsm) == ["X_sae"]  # results only, not the input data
     assert_same_results(written, reference)

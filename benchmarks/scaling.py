@@ -241,7 +241,9 @@ def plot(report: dict, path: Path) -> None:
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7.5)
-    fig.suptitle(f"cellsae_kit scaling, streamed from .h5ad on {report['device']}", fontsize=10)
+    threads = sorted({r.get("threads", 2) for r in report["results"]})
+    machine, threads = report["device"].split(" (")[0], "/".join(map(str, threads))
+    fig.suptitle(f"cellsae_kit scaling, streamed from .h5ad on {machine}, {threads} torch thread(s) a case", size=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

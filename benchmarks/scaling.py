@@ -237,7 +237,7 @@ def plot(report: dict, path: Path) -> None:
     ratio = report["summary"].get("dense", {}).get("rss_ratio_largest_vs_next")
     if ratio is not None:
         big, small = report["summary"]["dense"]["rss_ratio_cells"]
-        axes[1].set_title(f"Peak resident memory (VmHWM); dense {big:,} / {small:,}: x{ratio:.2f}", fontsize=10)
+        axes[1].set_title(f"Peak RSS (VmHWM); dense {big:,} / {small:,} cells: x{ratio:.2f}", fontsize=10)
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7.5)

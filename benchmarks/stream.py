@@ -43,6 +43,28 @@ SPARSE_SAE = {"n_features": 1024, "k": 32, "batch_size": 4096, "n_epochs": 1}
 RSS_LIMIT_MB = 1.5e9 / 2**20  # the goal's 1.5 GB in decimal units: 1430.5 MiB
 
 
+def pca_atoms(rng: np.random.Generator, d: int) -> np.ndarray:
+    """200 programs in ``d`` PCA-like dimensions, variance falling along the dimensions."""
+    return rng.normal(size=(200, d)) * np.logspace(0.5, -0.5, d)
+
+
+def pca_block(rng: np.random.Generator, atoms: np.ndarray, m: int) -> np.ndarray:
+    """``m`` PCA-like cells (float32): each mixes 3 of the programs, plus noise."""
+    weights = np.zeros((m, len(atoms)), dtype=np.float32)
+    rows = np.repeat(np.arange(m), 3)
+    weights[rows, rng.integers(0, len(atoms), 3 * m)] = rng.uniform(1, 3, 3 * m)
+    return (weights @ atoms + 0.05 * rng.normal(size=(m, atoms.shape[1]))).astype(np.float32)
+
+
+def expression_block(rng: np.random.Generator, m: int, genes: int, per: int):
+    """``m`` cells of log-expression as CSR (float32): ``per`` random genes each, gamma-distributed counts."""
+    from scipy import sparse
+
+    chosen = np.sort(np.argpartition(rng.random((m, genes)), per, axis=1)[:, :per], axis=1)
+    counts = np.log1p(rng.gamma(0.5, 4.0, size=(m, per))).astype(np.float32) + 0.1
+    return sparse.csr_matrix((counts.ravel(), chosen.ravel(), np.arange(0, m * per + 1, per)), (m, genes))
+
+
 def write_data(folder: Path, sizes: dict) -> None:
     """Write the dense cells (h5ad, zarr, npy) and the sparse expression (h5ad), block by block."""
     import anndata as ad
@@ -52,15 +74,11 @@ def write_data(folder: Path, sizes: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     n, d = sizes["dense_cells"], sizes["dims"]
-    # PCA-like: each cell mixes 3 of 200 programs, variance falling along the dimensions, plus noise
-    atoms = rng.normal(size=(200, d)) * np.logspace(0.5, -0.5, d)
+    atoms = pca_atoms(rng, d)
     X = np.empty((n, d), dtype=np.float32)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
-        weights = np.zeros((m, 200), dtype=np.float32)
-        rows = np.repeat(np.arange(m), 3)
-        weights[rows, rng.integers(0, 200, 3 * m)] = rng.uniform(1, 3, 3 * m)
-        X[start : start + m] = weights @ atoms + 0.05 * rng.normal(size=(m, d))
+        X[start : start + m] = pca_block(rng, atoms, m)
     np.save(folder / "dense.npy", X)
     adata = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)), obsm={"X_pca": X})
     adata.write_h5ad(folder / "dense.h5ad")
@@ -68,12 +86,7 @@ def write_data(folder: Path, sizes: dict) -> None:
     del adata, X
 
     n, g, per = sizes["sparse_cells"], sizes["genes"], sizes["genes_per_cell"]
-    blocks = []
-    for start in range(0, n, 10_000):
-        m = min(10_000, n - start)
-        genes = np.sort(np.argpartition(rng.random((m, g)), per, axis=1)[:, :per], axis=1)
-        counts = np.log1p(rng.gamma(0.5, 4.0, size=(m, per))).astype(np.float32) + 0.1
-        blocks.append(sparse.csr_matrix((counts.ravel(), genes.ravel(), np.arange(0, m * per + 1, per)), (m, g)))
+    blocks = [expression_block(rng, min(10_000, n - start), g, per) for start in range(0, n, 10_000)]
     expression = ad.AnnData(sparse.vstack(blocks, format="csr"))
     expression.obs_names = expression.obs_names.astype(str)
     expression.write_h5ad(folder / "sparse.h5ad")
@@ -141,6 +154,29 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_child(script: str, args: list[str]) -> dict:
+    """Run one case of a benchmark script in a new Python process; return the JSON line it prints last."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"case {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def run_facts(load: list[float], started: float, written: float) -> dict:
+    """Device, torch, load average at start and end, data-writing and total seconds of a benchmark run."""
+    import torch
+
+    return {
+        "device": f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "load_average_start_end": [load, list(os.getloadavg())],
+        "data_write_seconds": written,
+        "total_seconds": time.perf_counter() - started,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller data for a smoke test")
@@ -151,8 +187,6 @@ def main() -> None:
         print(json.dumps(run_case(args.case, args.data)))
         return
 
-    import torch
-
     sizes = QUICK if args.quick else FULL
     load = list(os.getloadavg())  # the machine may be shared: timings are only comparable within one run
     folder = args.data / ("quick" if args.quick else "full")
@@ -160,15 +194,8 @@ def main() -> None:
     if not (folder / "sparse.h5ad").exists():
         write_data(folder, sizes)
     written = time.perf_counter() - started
-    results = []
-    for case in ("memory", "h5ad", "zarr", "sparse_memory", "sparse_h5ad"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--case", case, "--data", str(folder)], capture_output=True, text=True
-        )
-        if out.returncode:
-            raise RuntimeError(f"case {case} failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), flush=True)
+    cases = ("memory", "h5ad", "zarr", "sparse_memory", "sparse_h5ad")
+    results = [run_child(__file__, ["--case", case, "--data", str(folder)]) for case in cases]
     by_case = {r["case"]: r for r in results}
     for r in results:
         base = by_case["sparse_memory" if r["case"].startswith("sparse") else "memory"]
@@ -176,16 +203,12 @@ def main() -> None:
         r["rss_under_limit"] = r["peak_rss_mb"] < RSS_LIMIT_MB
     report = {
         "benchmark": "stream",
-        "device": f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
+        **run_facts(load, started, written),
         "sizes": sizes,
         "rss_limit_mb": RSS_LIMIT_MB,
         "note": "each case in its own process; peak_rss_mb is that process's VmHWM (imports, data, model and "
         "activations included); train_cells_per_s = training cells x epochs / epoch seconds (validation "
         "included); throughput_vs_memory compares with the in-memory case of the same data in the same run",
-        "load_average_start_end": [load, list(os.getloadavg())],
-        "data_write_seconds": written,
-        "total_seconds": time.perf_counter() - started,
         "results": results,
     }
     RESULTS.mkdir(exist_ok=True)

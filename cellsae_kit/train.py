@@ -30,11 +30,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import h5py
 import torch
 import torch.distributed as dist
+import zarr
+from anndata import AnnData
+from anndata.io import read_elem
 
 from . import get
-from ._atomic import atomic_path, same_file
+from ._atomic import same_file
 from .models import FitConfig, save
 from .tl import sae
 
@@ -61,7 +65,12 @@ def parser() -> argparse.ArgumentParser:
     add_fit_options(p.add_argument_group("fit options (cellsae_kit.models.FitConfig)"))
     p.add_argument("--chunk-size", type=int, default=None, help="cells per chunk read from disk (default: <= 8192)")
     p.add_argument("--output", type=Path, required=True, help="model file (.safetensors is appended when missing)")
-    p.add_argument("--activations", type=Path, default=None, help="write activations and metadata to this .h5ad/.zarr")
+    p.add_argument(
+        "--activations",
+        type=Path,
+        default=None,
+        help="write activations, block by block, and metadata here (.h5ad/.zarr)",
+    )
     p.add_argument("--key-added", default="sae", help="key of the activations and metadata in that file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -166,26 +175,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         if device == "auto" and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(torch.device(device))
-        target = sae(
-            args.input,
-            args.use_rep,
-            layer=args.layer,
-            key_added=args.key_added,
-            progress=not args.no_progress and rank == 0,
-            chunk_size=args.chunk_size,
-            **replace(config, device=device).params(),
-        )
+        options = {"layer": args.layer, "key_added": args.key_added, "chunk_size": args.chunk_size}
+        options |= {"progress": not args.no_progress and rank == 0, **replace(config, device=device).params()}
+        if args.activations is None:
+            target = sae(args.input, args.use_rep, **options)
+        else:  # encoded block by block into the file (rank 0), which appears complete under its name or not at all
+            target = sae(args.input, args.use_rep, write_to=args.activations, overwrite=True, **options)
         if rank != 0:
             return {}
-        stored = get.sae(target, args.key_added)
-        if args.activations is not None:  # each file appears complete under its name, or not at all
-            with atomic_path(args.activations) as tmp:
-                target.write_zarr(tmp) if args.activations.suffix == ".zarr" else target.write_h5ad(tmp)
+        stored = get.sae(target, args.key_added) if target is not None else _stored(args.activations, args.key_added)
         save(stored.model, output)
         return {name: float(value) for name, value in stored.metrics.items()} | {"world_size": float(world)}
     finally:
         if started_group:
             dist.destroy_process_group()
+
+
+def _stored(path: Path, key: str) -> get.StoredSAE:
+    """Read the SAE (``uns[key]``) of a results file without its activations."""
+    root = zarr.open_group(path, mode="r") if path.suffix == ".zarr" else h5py.File(path, "r")
+    try:
+        return get.sae(AnnData(uns={key: read_elem(root["uns"][key])}), key)
+    finally:
+        if isinstance(root, h5py.File):
+            root.close()
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ SHARED = {
     "cellsae_kit.tl._store",
     "cellsae_kit.tl._stream",
     "cellsae_kit.tl._terms",
+    "cellsae_kit.tl._write",
 }
 
 

@@ -59,6 +59,9 @@ def test_two_processes_train_the_model_of_one(data_file, tmp_path, monkeypatch, 
     codes = ad.read_h5ad(tmp_path / "codes.h5ad")
     assert abs(codes.obsm["X_sae"] - reference.codes).max() < TOLERANCE
     assert codes.uns["sae"]["params"]["use_rep"] == "X_rep"
+    # rank 0 wrote the codes block by block and counted their statistics on the way
+    for name in ("l0", "dead_fraction", "dense_fraction"):
+        assert codes.uns["sae"]["metrics"][name] == pytest.approx(reference.metrics[name], abs=TOLERANCE), name
 
     # the data order matters: a single process with one shard trains a different model
     single = fit(ChunkedRows(X, chunk_size=50), activation=activation, resample=True, **FIT)
@@ -74,6 +77,8 @@ def test_one_process_writes_the_model_and_activations(data_file, tmp_path):
     out = ad.read_zarr(tmp_path / "out.zarr")
     assert (out.obsm["X_sae"] != reference.codes).nnz == 0
     assert out.n_obs == 2000 and "weights" in out.uns["sae"]
+    for name in ("l0", "dead_fraction", "dense_fraction"):
+        assert metrics[name] == out.uns["sae"]["metrics"][name] == pytest.approx(reference.metrics[name]), name
 
 
 def test_bad_command_lines(data_file, tmp_path):

@@ -14,9 +14,9 @@ from ._defaults import (
     auto_validation_fraction,
     resolve,
 )
-from ._encode import encode_rows
+from ._encode import encode_blocks, encode_rows
 from ._io import load, save
-from ._metrics import DENSE_THRESHOLD, activation_stats, fvu, max_decoder_cosine
+from ._metrics import DENSE_THRESHOLD, CodeCounts, activation_stats, fvu, max_decoder_cosine
 from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
 from ._train import FitResult, fit, geometric_median, resolve_device
 
@@ -26,6 +26,7 @@ __all__ = [
     "Autoencoder",
     "AutoencoderResult",
     "ChunkedRows",
+    "CodeCounts",
     "Codes",
     "FitConfig",
     "FitResult",
@@ -41,6 +42,7 @@ __all__ = [
     "auto_validation_fraction",
     "check_data",
     "check_sparse",
+    "encode_blocks",
     "encode_rows",
     "fit",
     "fit_autoencoder",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +37,58 @@ def codes_to_csr(codes: Codes, n_cells: int, n_features: int) -> sparse.csr_matr
 
 
 @torch.no_grad()
+def encode_blocks(
+    model: SparseAutoencoder, rows: Any, *, batch_size: int = 8192
+) -> Iterator[tuple[int, torch.Tensor, Codes, sparse.csr_matrix]]:
+    """Encode cells one block of consecutive rows at a time, holding only that block's inputs and codes.
+
+    Parameters
+    ----------
+    model
+        A trained SAE (its device is used; it is in evaluation mode while the blocks are produced).
+    rows
+        Cells x inputs: a :class:`ChunkedRows`, or anything that slices rows (``h5py``/``zarr`` arrays, numpy,
+        scipy sparse).
+    batch_size
+        Cells encoded at once.
+
+    Yields
+    ------
+    Each block's first row, its inputs (on the model's device), its codes and the same codes as CSR (float32,
+    zeros dropped): what :func:`encode_rows` stacks, for a caller that writes the blocks somewhere instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.models import SparseAutoencoder, encode_blocks
+    >>> model = SparseAutoencoder(5, 16, k=2)
+    >>> X = np.random.default_rng(0).normal(size=(50, 5)).astype("float32")
+    >>> [(start, block.shape) for start, _, _, block in encode_blocks(model, X, batch_size=20)]
+    [(0, (20, 16)), (20, (20, 16)), (40, (10, 16))]
+    """
+    if len(rows.shape) != 2 or rows.shape[1] != model.n_inputs:
+        raise ValueError(
+            f"The cells to encode have shape {tuple(rows.shape)} but the SAE takes {model.n_inputs} inputs per cell; "
+            "pass cells x inputs of the representation it was trained on."
+        )
+    was_training = model.training
+    model.eval()
+    device = model.b_dec.device
+    # Read whole chunks, about a batch or more at a time: a read that ends inside a storage chunk (zarr, chunked
+    # HDF5) decompresses all of it, and again for the next read.
+    chunk = getattr(rows, "chunk_size", batch_size)
+    step = chunk * max(1, batch_size // chunk)
+    try:
+        for read_start in range(0, rows.shape[0], step):
+            cells = rows[read_start : read_start + step]
+            for offset in range(0, cells.shape[0], batch_size):
+                x = to_tensor(cells[offset : offset + batch_size], device)
+                codes = model.encode(x)
+                yield read_start + offset, x, codes, codes_to_csr(codes, x.shape[0], model.n_features)
+    finally:
+        model.train(was_training)
+
+
 def encode_rows(
     model: SparseAutoencoder,
     rows: Any,
@@ -63,7 +115,7 @@ def encode_rows(
     -------
     The activations (cells x features, float32); equal to :meth:`SparseAutoencoder.transform` with the same
     ``batch_size`` when it divides the chunk size or the chunk size divides it (otherwise the batches differ and
-    the values agree to float rounding).
+    the values agree to float rounding). :func:`encode_blocks` gives the same codes a block at a time.
 
     Examples
     --------
@@ -75,44 +127,23 @@ def encode_rows(
     >>> codes.shape, (codes != model.transform(X, batch_size=16)).nnz
     ((50, 16), 0)
     """
-    if len(rows.shape) != 2 or rows.shape[1] != model.n_inputs:
-        raise ValueError(
-            f"The cells to encode have shape {tuple(rows.shape)} but the SAE takes {model.n_inputs} inputs per cell; "
-            "pass cells x inputs of the representation it was trained on."
-        )
-    was_training = model.training
-    model.eval()
     n_cells, m = rows.shape[0], model.n_features
-    device = model.b_dec.device
     # TopK stores at most k values per cell: one allocation of the final size, no copy when it is done.
     per_cell = model.k if model.activation != "relu" else min(m, 16)
-    # Read whole chunks, about a batch or more at a time: a read that ends inside a storage chunk (zarr, chunked
-    # HDF5) decompresses all of it, and again for the next read.
-    chunk = getattr(rows, "chunk_size", batch_size)
-    step = chunk * max(1, batch_size // chunk)
     capacity = max(1, n_cells * per_cell)
     index_dtype = np.int32 if max(capacity, m) < 2**31 else np.int64
     indptr = np.zeros(n_cells + 1, dtype=np.int64)
     indices, data, nnz = np.empty(capacity, index_dtype), np.empty(capacity, np.float32), 0
-    try:
-        for read_start in range(0, n_cells, step):
-            cells = rows[read_start : read_start + step]
-            for offset in range(0, cells.shape[0], batch_size):
-                x = to_tensor(cells[offset : offset + batch_size], device)
-                codes = model.encode(x)
-                if on_block is not None:
-                    on_block(read_start + offset, x, codes)
-                block = codes_to_csr(codes, x.shape[0], m)
-                if nnz + block.nnz > len(data):  # BatchTopK or ReLU keep more than expected: grow geometrically
-                    new = max(2 * len(data), nnz + block.nnz)
-                    indices, data = _grown(indices, nnz, new), _grown(data, nnz, new)
-                indices[nnz : nnz + block.nnz], data[nnz : nnz + block.nnz] = block.indices, block.data
-                start = read_start + offset
-                # in int64: the block's int32 offsets plus the codes so far can pass 2**31
-                indptr[start + 1 : start + x.shape[0] + 1] = block.indptr[1:].astype(np.int64) + nnz
-                nnz += block.nnz
-    finally:
-        model.train(was_training)
+    for start, x, codes, block in encode_blocks(model, rows, batch_size=batch_size):
+        if on_block is not None:
+            on_block(start, x, codes)
+        if nnz + block.nnz > len(data):  # BatchTopK or ReLU keep more than expected: grow geometrically
+            new = max(2 * len(data), nnz + block.nnz)
+            indices, data = _grown(indices, nnz, new), _grown(data, nnz, new)
+        indices[nnz : nnz + block.nnz], data[nnz : nnz + block.nnz] = block.indices, block.data
+        # in int64: the block's int32 offsets plus the codes so far can pass 2**31
+        indptr[start + 1 : start + x.shape[0] + 1] = block.indptr[1:].astype(np.int64) + nnz
+        nnz += block.nnz
     # give back the unused capacity (ReLU and BatchTopK keep fewer or more than the first guess)
     indices.resize(nnz, refcheck=False)
     data.resize(nnz, refcheck=False)

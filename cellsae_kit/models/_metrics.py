@@ -69,17 +69,52 @@ def activation_stats(codes: sparse.spmatrix | np.ndarray) -> dict[str, float]:
 
 def codes_stats(codes: sparse.csr_matrix) -> dict[str, float]:
     """:func:`activation_stats` of codes without explicit zeros, without copying them."""
-    n_cells = codes.shape[0]
-    # bincount makes an int64 copy of what it counts: count a slice at a time, not 8 bytes x nnz at once
-    counts = np.zeros(codes.shape[1], dtype=np.int64)
-    for start in range(0, codes.nnz, 2**22):
-        counts += np.bincount(codes.indices[start : start + 2**22], minlength=codes.shape[1])
-    frequency = counts / n_cells
-    return {
-        "l0": float(codes.nnz / n_cells),
-        "dead_fraction": float(np.mean(frequency == 0)),
-        "dense_fraction": float(np.mean(frequency > DENSE_THRESHOLD)),
-    }
+    counts = CodeCounts(codes.shape[1])
+    counts.add(codes)
+    return counts.stats()
+
+
+class CodeCounts:
+    """Count active features block by block, for :func:`activation_stats` of codes that are never held at once.
+
+    Parameters
+    ----------
+    n_features
+        Columns of the codes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import sparse
+    >>> from cellsae_kit.models import CodeCounts
+    >>> counts = CodeCounts(3)
+    >>> counts.add(sparse.csr_matrix(np.array([[1.0, 0.0, 0.0]])))
+    >>> counts.add(sparse.csr_matrix(np.array([[2.0, 0.0, 3.0]])))
+    >>> counts.stats()
+    {'l0': 1.5, 'dead_fraction': 0.3333333333333333, 'dense_fraction': 0.6666666666666666}
+    """
+
+    def __init__(self, n_features: int):
+        self.counts = np.zeros(n_features, dtype=np.int64)
+        self.n_cells = 0
+        self.nnz = 0
+
+    def add(self, codes: sparse.csr_matrix) -> None:
+        """Count a block of cells x features (CSR without explicit zeros)."""
+        # bincount makes an int64 copy of what it counts: count a slice at a time, not 8 bytes x nnz at once
+        for start in range(0, codes.nnz, 2**22):
+            self.counts += np.bincount(codes.indices[start : start + 2**22], minlength=len(self.counts))
+        self.n_cells += codes.shape[0]
+        self.nnz += codes.nnz
+
+    def stats(self) -> dict[str, float]:
+        """``l0``, ``dead_fraction`` and ``dense_fraction`` of the cells counted so far."""
+        frequency = self.counts / self.n_cells
+        return {
+            "l0": float(self.nnz / self.n_cells),
+            "dead_fraction": float(np.mean(frequency == 0)),
+            "dense_fraction": float(np.mean(frequency > DENSE_THRESHOLD)),
+        }
 
 
 def max_decoder_cosine(W_dec: np.ndarray | torch.Tensor, *, chunk_size: int = 4096) -> float:

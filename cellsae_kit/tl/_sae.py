@@ -13,6 +13,7 @@ from ..models import FitConfig, fit
 from ._input import get_input
 from ._store import find_maps, store_fit
 from ._stream import is_streamed, open_streamed
+from ._write import check_output, is_writer, write_fit
 
 
 @doc_params
@@ -37,6 +38,8 @@ def sae(
     progress: bool = True,
     copy: bool = False,
     chunk_size: int | None = None,
+    write_to: str | Path | None = None,
+    overwrite: bool = False,
     **fit_kwargs: Any,
 ) -> AnnData | None:
     """Train a sparse autoencoder (SAE) on a representation of the cells.
@@ -63,8 +66,9 @@ def sae(
     ``.zarr`` store (then the input stays on disk whichever it is). Minibatches come from contiguous chunks of
     cells read in a shuffled order (see :class:`cellsae_kit.models.ChunkedRows`), and the activations are encoded
     chunk by chunk into a CSR matrix in memory (a few values per cell). A path returns a new AnnData holding the
-    file's ``obs``, ``var`` and ``varm`` and the results; save it with ``write_h5ad``. For several GPUs or nodes
-    use ``torchrun ... -m cellsae_kit.train`` (see the README).
+    file's ``obs``, ``var`` and ``varm`` and the results; save it with ``write_h5ad``. With ``write_to``, the
+    activations are not held at all but written block by block into a new file, so that memory stays flat in the
+    number of cells. For several GPUs or nodes use ``torchrun ... -m cellsae_kit.train`` (see the README).
 
     Parameters
     ----------
@@ -93,11 +97,24 @@ def sae(
     {copy}
     chunk_size
         Cells per chunk read from disk when the input is streamed (default: at most 8192).
+    write_to
+        Write the results into this new ``.h5ad`` file or ``.zarr`` store instead of an AnnData in memory: the
+        cells' ``obs``, the input's ``var`` and ``varm``, and what is listed under *Writes* below, with
+        ``obsm["X_<key_added>"]`` appended a block of encoded cells at a time (never held whole; a progress bar
+        shows it). The file holds what ``write_h5ad`` / ``write_zarr`` of the results in memory would (read it
+        with ``scanpy.read_h5ad`` or ``anndata.read_zarr``, then :func:`cellsae_kit.get.sae`), but not the input
+        data itself (``X``, ``layers``, other ``obsm`` entries). It appears complete or not at all (written under
+        a temporary name, renamed at the end). ``adata`` is left unchanged and nothing is returned; under
+        ``torchrun`` rank 0 writes. Checked before training: the suffix, an existing file, the folder.
+    overwrite
+        Replace an existing ``write_to`` (otherwise a ``FileExistsError``).
     **fit_kwargs
         Further options of :class:`cellsae_kit.models.FitConfig` (``center``, ``patience``, ``aux_coef``, ...),
         and ``init_decoder`` / ``freeze_decoder`` of :func:`cellsae_kit.models.fit`.
 
     {copy_returns}
+    ``None`` when ``write_to`` is given.
+
     Writes
 
     - ``obsm["X_<key_added>"]``: activations, cells x features (CSR, float32);
@@ -124,6 +141,17 @@ def sae(
     >>> on_disk = csk.tl.sae(path, "X_pca", n_features=64, k=4, n_epochs=5, progress=False)
     >>> on_disk.obsm["X_sae"].shape
     (700, 64)
+
+    Activations of data larger than memory go straight into a new file (the same content as
+    ``on_disk.write_h5ad``):
+
+    >>> out = path.with_name("pbmc_sae.h5ad")
+    >>> csk.tl.sae(path, "X_pca", n_features=64, k=4, n_epochs=5, progress=False, write_to=out)
+    >>> written = sc.read_h5ad(out)
+    >>> (written.obsm["X_sae"] != on_disk.obsm["X_sae"]).nnz
+    0
+    >>> csk.get.sae(written).metrics["l0"] == on_disk.uns["sae"]["metrics"]["l0"]
+    True
     """
     get.check_key(key_added)
     from_path = isinstance(adata, str | Path)
@@ -142,13 +170,18 @@ def sae(
         precision=precision,
         **given,
     )
+    source, to_file = adata, write_to is not None
+    if to_file:
+        if copy:
+            raise ValueError("copy=True and write_to= both ask for the results: leave copy=False with write_to=.")
+        write_to = check_output(write_to, overwrite=overwrite, source=adata)
     if is_streamed(adata):
         if copy and not from_path:
             raise ValueError(
                 "copy=True cannot copy a backed AnnData (its data stay on disk): leave copy=False, and the results go "
                 "into the object in memory (save them with adata.write_h5ad(new_path)), or pass the file's path."
             )
-        adata, data = open_streamed(adata, use_rep, layer, chunk_size=chunk_size)
+        adata, data = open_streamed(adata, use_rep, layer, chunk_size=chunk_size, obs=not to_file)
     else:
         data = get_input(adata, use_rep, layer)
     maps = find_maps(adata, data, loadings)
@@ -157,7 +190,21 @@ def sae(
         metadata["var_names"] = (adata.mod[data.mod] if data.mod else adata).var_names.tolist()
     extra = {name: value for name, value in fit_kwargs.items() if name not in given}
     kind = "expression" if data.is_expression else "joint" if get.is_mudata(adata) and data.mod is None else "embedding"
-    result = fit(data.X, config, progress=progress, input_name=data.name, input_kind=kind, metadata=metadata, **extra)
+    result = fit(
+        data.X,
+        config,
+        progress=progress,
+        input_name=data.name,
+        input_kind=kind,
+        metadata=metadata,
+        encode=not to_file,
+        **extra,
+    )
+    if to_file:
+        if is_writer():  # the results go to the file, not into an AnnData of the cells
+            target = adata if from_path else AnnData(var=adata.var.copy(), varm=dict(adata.varm))
+            write_fit(write_to, source, target, data, maps, result, key_added, progress=progress)
+        return None
     if result.codes is None:  # another process under torchrun: rank 0 holds the results
         return None
     # Everything succeeded: only now touch the user's object.

@@ -41,9 +41,11 @@ def store(
     """Write activations, loadings, parameters and weights of an SAE into ``adata`` under one key.
 
     ``gene_loadings`` maps a modality (``None`` for an AnnData) to its features' loadings; a MuData keeps them in
-    each modality's ``varm``, never in its global ``varm``, whose keys are the modality names.
+    each modality's ``varm``, never in its global ``varm``, whose keys are the modality names. ``codes=None``
+    leaves ``obsm`` alone (the activations were written to a file block by block).
     """
-    adata.obsm[f"X_{key}"] = codes
+    if codes is not None:
+        adata.obsm[f"X_{key}"] = codes
     for mod, values in (gene_loadings or {}).items():
         (adata if mod is None else adata.mod[mod]).varm[f"{key}_loadings"] = values
     meta = model.metadata

@@ -20,19 +20,25 @@ def is_streamed(adata: Any) -> bool:
 
 
 def open_streamed(
-    adata: AnnData | str | Path, use_rep: str | None, layer: str | None, *, chunk_size: int | None = None
+    adata: AnnData | str | Path,
+    use_rep: str | None,
+    layer: str | None,
+    *,
+    chunk_size: int | None = None,
+    obs: bool = True,
 ) -> tuple[AnnData, Input]:
     """Return the AnnData that receives the results and the input as :class:`~cellsae_kit.models.ChunkedRows`.
 
     A backed AnnData keeps ``X`` on disk (anndata loads ``obsm`` and ``layers`` into memory when it opens the
     file); a path gives a new AnnData with the file's ``obs``, ``var`` and ``varm`` only, and the input is read
-    from the file itself, whether it is ``X``, a layer or an ``obsm`` entry.
+    from the file itself, whether it is ``X``, a layer or an ``obsm`` entry. ``obs=False`` leaves the file's
+    ``obs`` unread (an AnnData of no cells, for results that go to a file of their own).
     """
     if isinstance(adata, str | Path):
-        root, path = _open(Path(adata))
+        root, path = open_store(Path(adata))
         array, name = _element(root, path.name, use_rep, layer)
         target = AnnData(
-            obs=read_elem(root["obs"]),
+            obs=read_elem(root["obs"]) if obs else None,
             var=read_elem(root["var"]),
             varm=read_elem(root["varm"]) if "varm" in root else None,
         )
@@ -53,7 +59,7 @@ def open_streamed(
     return target, Input(rows, "X" if use_rep is None else use_rep, layer, name)
 
 
-def _open(path: Path) -> tuple[Any, Path]:
+def open_store(path: Path) -> tuple[Any, Path]:
     """Open an ``.h5ad`` file with h5py or a zarr store with zarr, read-only."""
     if not path.exists():
         raise FileNotFoundError(

@@ -89,6 +89,7 @@ def encode_blocks(
         model.train(was_training)
 
 
+@torch.no_grad()  # on_block runs without gradients too
 def encode_rows(
     model: SparseAutoencoder,
     rows: Any,

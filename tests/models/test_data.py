@@ -179,6 +179,9 @@ def test_encode_rows_equals_transform(activation):
         assert codes.shape == expected.shape and (codes != expected).nnz == 0
     assert codes_stats(codes) == activation_stats(expected)
     np.testing.assert_array_equal(codes.indptr, expected.indptr)
+    seen = []  # each block's first row, size and codes, without gradients (a callback must not build a graph)
+    encode_rows(model, X, batch_size=50, on_block=lambda s, x, c: seen.append((s, len(x), torch.is_grad_enabled())))
+    assert seen == [(s, len(X[s : s + 50]), False) for s in range(0, 333, 50)]
     if activation == "relu":
         assert codes.nnz > 333 * 16
 

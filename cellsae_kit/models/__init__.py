@@ -16,7 +16,7 @@ from ._defaults import (
 )
 from ._encode import encode_blocks, encode_rows
 from ._io import load, save
-from ._metrics import DENSE_THRESHOLD, CodeCounts, activation_stats, fvu, max_decoder_cosine
+from ._metrics import DENSE_THRESHOLD, CodeCounts, TrainingFVU, activation_stats, fvu, max_decoder_cosine
 from ._sae import ACTIVATIONS, Codes, SparseAutoencoder
 from ._train import FitResult, fit, geometric_median, resolve_device
 
@@ -31,6 +31,7 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "SparseAutoencoder",
+    "TrainingFVU",
     "activation_stats",
     "as_float32",
     "auto_batch_size",

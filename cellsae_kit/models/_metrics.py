@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from ._sae import Codes, SparseAutoencoder, sparse_codes
+
 DENSE_THRESHOLD = 0.1
 
 
@@ -115,6 +117,83 @@ class CodeCounts:
             "dead_fraction": float(np.mean(frequency == 0)),
             "dense_fraction": float(np.mean(frequency > DENSE_THRESHOLD)),
         }
+
+
+class RunningFVU:
+    """The FVU of cells seen a batch at a time: the squared error and the sums for the variance around their mean.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cellsae_kit.models._metrics import RunningFVU
+    >>> acc = RunningFVU()
+    >>> acc.add(torch.tensor([[0.0], [2.0]]), torch.tensor([[0.0], [1.0]]))
+    >>> acc.value()
+    0.5
+    """
+
+    def __init__(self):
+        self.sse = self.sum = self.sumsq = 0.0
+        self.n = 0
+
+    def add(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        """Count a batch of cells ``x`` and its reconstruction ``x_hat``."""
+        # Sums in float64 on the device (0-d tensors), so that adding a batch does not wait for it.
+        self.sse = self.sse + (x - x_hat).pow(2).sum(dtype=torch.float64)
+        self.sum = self.sum + x.sum(0, dtype=torch.float64)
+        self.sumsq = self.sumsq + x.pow(2).sum(dtype=torch.float64)
+        self.n += x.shape[0]
+
+    def value(self) -> float:
+        """Return the FVU of the cells counted so far (``nan`` before any, or when they have no variance)."""
+        total = float(self.sumsq) - float((self.sum**2).sum()) / self.n if self.n else 0.0
+        return float(self.sse) / total if total > 0 else float("nan")
+
+
+class TrainingFVU:
+    """Count the FVU of a model's training cells over the blocks that encode every cell.
+
+    A caller that encodes the cells itself (``fit(..., encode=False)``, then :func:`encode_blocks` into a file)
+    gets the training error from that pass instead of a second one over the data.
+
+    Parameters
+    ----------
+    model
+        The trained SAE.
+    train_indices
+        Rows of the training cells (:attr:`FitResult.train_indices`).
+    n_cells
+        Rows encoded in all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cellsae_kit.models import SparseAutoencoder, TrainingFVU, encode_blocks
+    >>> model = SparseAutoencoder(5, 16, k=2)
+    >>> X = np.random.default_rng(0).normal(size=(50, 5)).astype("float32")
+    >>> error = TrainingFVU(model, np.arange(40), len(X))
+    >>> for start, x, codes, _ in encode_blocks(model, X, batch_size=20):
+    ...     error.add(start, x, codes)
+    >>> 0 < error.value() < 2
+    True
+    """
+
+    def __init__(self, model: SparseAutoencoder, train_indices: np.ndarray, n_cells: int):
+        self.model = model
+        self.training = np.zeros(n_cells, dtype=bool)
+        self.training[train_indices] = True
+        self.acc = RunningFVU()
+
+    @torch.no_grad()
+    def add(self, start: int, x: torch.Tensor, codes: Codes) -> None:
+        """Count the training cells of a block: its first row, its inputs and its codes (as :func:`encode_blocks`)."""
+        keep = torch.as_tensor(self.training[start : start + x.shape[0]], device=x.device)
+        x_hat = self.model.decode(sparse_codes(codes), x.shape[0]).float()
+        self.acc.add((x * self.model.input_scale)[keep], x_hat[keep])
+
+    def value(self) -> float:
+        """Return the training cells' FVU (``nan`` when none was counted)."""
+        return self.acc.value()
 
 
 def max_decoder_cosine(W_dec: np.ndarray | torch.Tensor, *, chunk_size: int = 4096) -> float:

@@ -22,8 +22,8 @@ from ._data import ChunkedRows, Stream, prefetch
 from ._defaults import InputKind, resolve, warn_settings
 from ._distributed import Sync
 from ._encode import encode_rows, to_tensor
-from ._metrics import activation_stats, codes_stats, max_decoder_cosine
-from ._sae import Codes, SparseAutoencoder, batch_top, check_config, sparse_codes, sparse_decode
+from ._metrics import RunningFVU, TrainingFVU, activation_stats, codes_stats, max_decoder_cosine
+from ._sae import Codes, SparseAutoencoder, batch_top, check_config, sparse_decode
 
 K_AUX_CAP = 256
 RESAMPLE_NORM = 0.2
@@ -185,25 +185,6 @@ def _centre_and_scale(
     return c, float(math.sqrt(x.shape[1]) / spread)
 
 
-class _FVU:
-    """Streaming FVU: accumulates squared error and the sums needed for the variance around the data mean."""
-
-    def __init__(self):
-        self.sse = self.sum = self.sumsq = 0.0
-        self.n = 0
-
-    def add(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
-        # Sums in float64 on the device (0-d tensors), so that adding a batch does not wait for it.
-        self.sse = self.sse + (x - x_hat).pow(2).sum(dtype=torch.float64)
-        self.sum = self.sum + x.sum(0, dtype=torch.float64)
-        self.sumsq = self.sumsq + x.pow(2).sum(dtype=torch.float64)
-        self.n += x.shape[0]
-
-    def value(self) -> float:
-        total = float(self.sumsq) - float((self.sum**2).sum()) / self.n if self.n else 0.0
-        return float(self.sse) / total if total > 0 else float("nan")
-
-
 @torch.no_grad()
 def _evaluate(
     model: SparseAutoencoder, X, idx: np.ndarray, batch_size: int, device: torch.device, sync: Sync | None = None
@@ -212,7 +193,7 @@ def _evaluate(
         return float("nan")
     was_training = model.training
     model.eval()
-    acc = _FVU()
+    acc = RunningFVU()
     for x in _cells(X, idx, batch_size, device):
         acc.add(x * model.input_scale, model(x)[0].float())
     if sync is not None:
@@ -281,8 +262,9 @@ def fit(
     metadata
         Stored with the model (see :class:`SparseAutoencoder`).
     encode
-        Encode every cell into ``codes``. ``False`` leaves ``codes=None`` (and the statistics of the codes out of
-        ``metrics``) for a caller that encodes the cells itself, for example into a file.
+        Encode every cell into ``codes``. ``False`` leaves ``codes=None``, the statistics of the codes out of
+        ``metrics`` and ``metrics["fvu_train"]`` NaN, for a caller that encodes the cells itself (for example
+        into a file) and counts the training cells' error in the same pass (:class:`TrainingFVU`).
     **options
         Any option of :class:`FitConfig`, replacing the config's value:
 
@@ -430,7 +412,7 @@ def _fit(
     for epoch in bar:
         started = time.perf_counter()
         # Sums stay on the device during the epoch: reading a number back each step would stall a GPU.
-        fvu_acc, loss_sum, active_sum = _FVU(), torch.zeros((), device=device), torch.zeros((), device=device)
+        fvu_acc, loss_sum, active_sum = RunningFVU(), torch.zeros((), device=device), torch.zeros((), device=device)
         for x in _batches(data, train_idx, batch_size, rng, device, epoch):
             target = x * model.input_scale
             with autocast:
@@ -540,13 +522,15 @@ def _fit(
     fvu_validation = history["fvu_validation"][best[1] - 1] if best[1] else math.nan
     eval_batch = max(batch_size, 4096)
     codes = None
-    if encode and sync.world_size == 1:
+    if not encode:  # the caller counts it as it encodes the cells (TrainingFVU)
+        fvu_train = math.nan
+    elif sync.world_size == 1:
         if stream is not None:
             _release_freed_memory()
         codes, fvu_train = _encode_and_score(model, X, train_idx, eval_batch)
     else:  # under torchrun the error is summed over every process's cells; only rank 0 encodes them
         fvu_train = _evaluate(model, data, train_idx, eval_batch, device, sync)
-        if encode and sync.rank == 0:
+        if sync.rank == 0:
             _release_freed_memory()
             codes = encode_rows(model, stream, batch_size=eval_batch)
     metrics = {
@@ -577,17 +561,9 @@ def _encode_and_score(
     model: SparseAutoencoder, X, train_idx: np.ndarray, batch_size: int
 ) -> tuple[sparse.csr_matrix, float]:
     """Encode every cell (CSR) and return the FVU of the training cells, reconstructed from the same codes."""
-    training = np.zeros(X.shape[0], dtype=bool)
-    training[train_idx] = True
-    acc = _FVU()
-
-    def score(start: int, x: torch.Tensor, codes: Codes) -> None:
-        keep = torch.as_tensor(training[start : start + x.shape[0]], device=x.device)
-        x_hat = model.decode(sparse_codes(codes), x.shape[0]).float()
-        acc.add((x * model.input_scale)[keep], x_hat[keep])
-
-    codes = encode_rows(model, X, batch_size=batch_size, on_block=score)
-    return codes, acc.value()
+    error = TrainingFVU(model, train_idx, X.shape[0])
+    codes = encode_rows(model, X, batch_size=batch_size, on_block=error.add)
+    return codes, error.value()
 
 
 @torch.no_grad()

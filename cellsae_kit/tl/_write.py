@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import anndata as ad
 import h5py
 import numpy as np
+import torch
 import torch.distributed as dist
 import zarr
 from anndata import AnnData
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import get
 from .._atomic import atomic_path, same_file
-from ..models import CodeCounts, FitResult, encode_blocks
+from ..models import CodeCounts, Codes, FitResult, TrainingFVU, encode_blocks
 from ._input import Input
 from ._store import store_fit
 from ._stream import open_store
@@ -82,15 +84,20 @@ def write_fit(
     """Write ``source``'s ``obs``, ``target``'s ``var`` and ``varm`` and what :func:`~cellsae_kit.tl.sae` stores.
 
     ``result`` comes from ``fit(..., encode=False)``: its model encodes ``data.X`` here, block by block, into the
-    file; the statistics of the codes join its metrics. ``target`` (no cells) receives the loadings and ``uns``.
+    file; the training cells' FVU, counted in the same pass, and the statistics of the codes join its metrics.
+    ``target`` (no cells) receives the loadings and ``uns``.
     """
     with atomic_path(path) as tmp:
         root = _create(tmp)
         try:
             _write_obs(root, source, tmp)
             batch_size = max(int(result.params.get("batch_size", 0)), 4096)  # as fit encodes
-            stats = write_codes(root, f"X_{key}", result.model, data.X, batch_size=batch_size, progress=progress)
-            store_fit(target, data, maps, replace(result, metrics=_with_stats(result.metrics, stats)), key)
+            error = TrainingFVU(result.model, result.train_indices, data.X.shape[0])
+            stats = write_codes(
+                root, f"X_{key}", result.model, data.X, batch_size=batch_size, progress=progress, on_block=error.add
+            )
+            metrics = _with_stats(result.metrics | {"fvu_train": error.value()}, stats)
+            store_fit(target, data, maps, replace(result, metrics=metrics), key)
             for name in ("var", "varm", "uns"):
                 write_elem(root, name, dict(getattr(target, name)) if name != "var" else target.var)
             for name in ("obsp", "varp", "layers"):
@@ -103,9 +110,19 @@ def write_fit(
 
 
 def write_codes(
-    root: Any, name: str, model: Any, rows: Any, *, batch_size: int = 8192, progress: bool = True
+    root: Any,
+    name: str,
+    model: Any,
+    rows: Any,
+    *,
+    batch_size: int = 8192,
+    progress: bool = True,
+    on_block: Callable[[int, torch.Tensor, Codes], None] | None = None,
 ) -> dict[str, float]:
-    """Encode ``rows`` into ``root["obsm"][name]`` (CSR), a block at a time; return the codes' statistics."""
+    """Encode ``rows`` into ``root["obsm"][name]`` (CSR), a block at a time; return the codes' statistics.
+
+    ``on_block`` is called with each block's first row, inputs and codes (as :func:`~cellsae_kit.models.encode_rows`).
+    """
     m, n_cells = model.n_features, rows.shape[0]
     per_cell = model.k if model.activation != "relu" else min(m, 16)
     # BatchTopK may keep more than k codes in a cell: 64-bit row offsets where twice the expected count needs them
@@ -119,7 +136,9 @@ def write_codes(
     codes = sparse_dataset(root["obsm"][name])
     counts = CodeCounts(m)
     with tqdm(total=n_cells, desc="writing activations", unit="cell", disable=not progress) as bar:
-        for _, x, _, block in encode_blocks(model, rows, batch_size=batch_size):
+        for start, x, block_codes, block in encode_blocks(model, rows, batch_size=batch_size):
+            if on_block is not None:
+                on_block(start, x, block_codes)
             codes.append(block)
             counts.add(block)
             bar.update(x.shape[0])

@@ -5,7 +5,7 @@ from sklearn.metrics import r2_score
 from sklearn.metrics.pairwise import cosine_similarity
 
 from cellsae_kit.models import activation_stats, fvu, max_decoder_cosine
-from cellsae_kit.models._train import _FVU
+from cellsae_kit.models._metrics import RunningFVU
 
 
 def test_fvu_matches_sklearn_variance_weighted_r2():
@@ -25,7 +25,7 @@ def test_fvu_edge_cases():
 def test_streaming_fvu_matches_array_fvu():
     rng = np.random.default_rng(1)
     x, x_hat = rng.normal(size=(101, 5)) + 3, rng.normal(size=(101, 5))
-    acc = _FVU()
+    acc = RunningFVU()
     for start in range(0, 101, 17):
         acc.add(torch.tensor(x[start : start + 17]), torch.tensor(x_hat[start : start + 17]))
     assert acc.value() == pytest.approx(fvu(x, x_hat), rel=1e-10)

@@ -1,4 +1,5 @@
 import gc
+import math
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 from scipy import sparse
 from scipy.optimize import minimize
 
-from cellsae_kit.models import auto_lr, fit, fvu, geometric_median
+from cellsae_kit.models import TrainingFVU, auto_lr, encode_blocks, fit, fvu, geometric_median
 from cellsae_kit.models._train import _schedule, split
 from tests.conftest import sparse_dictionary_data
 
@@ -112,8 +113,25 @@ def test_encode_false_returns_no_codes_and_the_same_model():
     bare = fit(X, encode=False, **(FAST | {"n_epochs": 4}))
     assert bare.codes is None and "l0" not in bare.metrics
     torch.testing.assert_close(bare.model.W_dec, full.model.W_dec, rtol=0, atol=0)
-    assert bare.metrics["fvu_train"] == pytest.approx(full.metrics["fvu_train"], rel=1e-5)
+    assert math.isnan(bare.metrics["fvu_train"])  # left to the caller's encoding pass (TrainingFVU)
     assert bare.metrics["fvu_validation"] == full.metrics["fvu_validation"]
+    error = TrainingFVU(bare.model, bare.train_indices, len(X))
+    for start, x, codes, _ in encode_blocks(bare.model, X, batch_size=64):
+        error.add(start, x, codes)
+    assert error.value() == pytest.approx(full.metrics["fvu_train"], rel=1e-5)
+
+
+def test_training_fvu_counts_only_the_training_cells():
+    X, _, _ = sparse_dictionary_data(n_cells=300)
+    model = fit(X, **(FAST | {"n_epochs": 2})).model
+    train = np.arange(0, 300, 3)
+    error = TrainingFVU(model, train, len(X))
+    for start, x, codes, _ in encode_blocks(model, X, batch_size=70):  # blocks that cut across the pattern
+        error.add(start, x, codes)
+    with torch.no_grad():
+        rec = model.reconstruct(torch.as_tensor(X)).numpy()
+    assert error.value() == pytest.approx(fvu(X[train], rec[train]), rel=1e-4)
+    assert math.isnan(TrainingFVU(model, train, len(X)).value())  # nothing counted yet
 
 
 def test_small_fits_run_on_one_thread_and_give_the_threads_back(monkeypatch):

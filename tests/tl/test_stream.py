@@ -153,7 +153,7 @@ def assert_same_results(written, reference, key="sae"):
     for name, value in want["weights"].items():
         np.testing.assert_array_equal(got["weights"][name], value, err_msg=name)
     assert sorted(got["metrics"]) == sorted(want["metrics"])  # h5py reads a group in alphabetical order
-    for name, value in want["metrics"].items():  # the training FVU is summed in another pass: rounding only
+    for name, value in want["metrics"].items():  # the training FVU is counted in the writer's pass: rounding only
         assert got["metrics"][name] == pytest.approx(value, rel=1e-5), name
     timeless = ["seconds"]  # wall time differs from run to run
     pd.testing.assert_frame_equal(got["history"].drop(columns=timeless), want["history"].drop(columns=timeless))
@@ -230,8 +230,16 @@ def test_write_to_never_holds_every_cell(pbmc_file, tmp_path, monkeypatch):
             yield block
 
     monkeypatch.setattr(_write, "encode_blocks", counted)
+    evaluated = []  # fit's own passes over the data: the validation cells, each epoch; never the training cells
+    evaluate = _train._evaluate
+    monkeypatch.setattr(
+        _train, "_evaluate", lambda m, X, idx, *a, **kw: (evaluated.append(len(idx)), evaluate(m, X, idx, *a, **kw))[1]
+    )
     csk.tl.sae(pbmc_file, "X_pca", write_to=tmp_path / "out.h5ad", **(FAST | {"chunk_size": 100}))
     assert sum(blocks) == 700  # every cell once, a batch of at least 4096 cells at a time
+    written = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert set(evaluated) == {len(written.uns["sae"]["validation_indices"])}
+    assert 0 < written.uns["sae"]["metrics"]["fvu_train"] < 1
     assert ad.read_h5ad(tmp_path / "out.h5ad").obsm["X_sae"].shape == (700, 32)
 
 

@@ -179,6 +179,12 @@ class TrainingFVU:
     """
 
     def __init__(self, model: SparseAutoencoder, train_indices: np.ndarray, n_cells: int):
+        train_indices = np.asarray(train_indices)
+        if train_indices.size and (train_indices.min() < 0 or train_indices.max() >= n_cells):
+            raise ValueError(
+                f"train_indices must be rows of the {n_cells} cells encoded (0 to {n_cells - 1}); pass "
+                "FitResult.train_indices of a fit on the same cells."
+            )
         self.model = model
         self.training = np.zeros(n_cells, dtype=bool)
         self.training[train_indices] = True

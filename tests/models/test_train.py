@@ -132,6 +132,8 @@ def test_training_fvu_counts_only_the_training_cells():
         rec = model.reconstruct(torch.as_tensor(X)).numpy()
     assert error.value() == pytest.approx(fvu(X[train], rec[train]), rel=1e-4)
     assert math.isnan(TrainingFVU(model, train, len(X)).value())  # nothing counted yet
+    with pytest.raises(ValueError, match="train_indices must be rows of the 10 cells"):
+        TrainingFVU(model, train, 10)
 
 
 def test_small_fits_run_on_one_thread_and_give_the_threads_back(monkeypatch):

@@ -284,8 +284,9 @@ class SparseAutoencoder(nn.Module):
 
         Returns
         -------
-        The codes, and for JumpReLU the batch's mean number of active features per cell, differentiable in the
-        thresholds as :meth:`l0` (``None`` for the other activations).
+        The codes and the batch's sparsity term: for ReLU the L1 penalty (:meth:`l1_penalty`), for JumpReLU the
+        mean number of active features per cell, differentiable in the thresholds as :meth:`l0`; ``None`` for
+        the other activations.
 
         Examples
         --------
@@ -307,8 +308,9 @@ class SparseAutoencoder(nn.Module):
             if codes is not None:
                 return codes
         pre = self.pre_activations(x)
-        if self.activation == "relu":  # in place: the product's backward needs its inputs, not its output
-            return Codes(F.relu(pre, inplace=True), None), None
+        if self.activation == "relu":
+            values, weighted = _ReLUPenalty.apply(pre, self.W_dec.norm(dim=1))
+            return Codes(values, None), weighted / x.shape[0]
         return Codes(_JumpReLU.apply(pre, self.threshold, self.bandwidth), None), self.l0(pre)
 
     def _block(self, x: torch.Tensor) -> int:
@@ -361,7 +363,8 @@ class SparseAutoencoder(nn.Module):
         cols = flat % m
         values = self.with_gradients(Codes(values, cols, rows), x).values
         if self.activation == "relu":
-            return Codes(values, cols, rows), None
+            codes = Codes(values, cols, rows)
+            return codes, self.l1_penalty(codes, n_cells)
         with torch.no_grad():
             threshold = self.threshold.detach()[cols]
             active = values.detach() > threshold
@@ -871,6 +874,32 @@ class _SparseDecoding(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_weight = _gather_by_column(cols, rows, values.flatten().to(weight.dtype), grad, m)
         return grad_values, grad_weight, None, None, None
+
+
+class _ReLUPenalty(torch.autograd.Function):
+    """Dense ReLU codes of the pre-activations and their L1 norm summed with per-feature ``weights``.
+
+    Training only: the ReLU is applied in place, and the backward pass updates the incoming gradient of the codes
+    in place (adding the penalty's gradient, then zeroing the inactive entries) instead of allocating two more
+    cells x features matrices as autograd does; on a CPU that is a quarter of a d=50 step (measured).
+    """
+
+    @staticmethod
+    def forward(ctx, pre, weights):
+        values = pre.clamp_min_(0)
+        ctx.mark_dirty(pre)
+        sums = values.sum(0, dtype=torch.float32)
+        ctx.save_for_backward(values, weights, sums)
+        return values, (sums * weights).sum()
+
+    @staticmethod
+    def backward(ctx, grad, grad_weighted):
+        values, weights, sums = ctx.saved_tensors
+        if not grad.is_contiguous():  # a broadcast gradient cannot be written in place
+            grad = grad.contiguous()
+        grad.add_(weights * grad_weighted)
+        torch.ops.aten.threshold_backward.grad_input(grad, values, 0, grad_input=grad)
+        return grad, sums * grad_weighted
 
 
 class _JumpReLU(torch.autograd.Function):

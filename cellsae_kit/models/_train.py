@@ -437,9 +437,9 @@ def _fit(
                 if model.batch_selection and sync.world_size > 1:  # the cut-off is over the whole global batch
                     with torch.no_grad():
                         codes = sync.select(model, model.pre_activations(x))
-                    codes, l0 = model.with_gradients(codes, x), None
+                    codes, sparsity = model.with_gradients(codes, x), None
                 else:
-                    codes, l0 = model.train_codes(x)
+                    codes, sparsity = model.train_codes(x)
                 if activation == "matryoshka":
                     prefix_recs = model.decode_prefixes(codes, x.shape[0])
                     x_hat = prefix_recs[-1]
@@ -451,9 +451,9 @@ def _fit(
             else:
                 loss = (target - x_hat).pow(2).sum(1).mean() / n_inputs
             if activation == "relu":
-                loss = loss + l1_coef * model.l1_penalty(codes, x.shape[0])
+                loss = loss + l1_coef * sparsity
             elif activation == "jumprelu":
-                loss = loss + l0_penalty(l0.float(), k, config.l0_coef, sync)
+                loss = loss + l0_penalty(sparsity.float(), k, config.l0_coef, sync)
 
             with torch.no_grad():
                 if codes.indices is None:

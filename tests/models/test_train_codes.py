@@ -40,13 +40,14 @@ def dense_loss(model: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
 
 def fast_loss(model: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, Codes]:
     """The same loss through ``train_codes``, as ``fit`` computes it."""
-    codes, l0 = model.train_codes(x)
+    codes, sparsity = model.train_codes(x)
     x_hat = model.decode(codes, x.shape[0])
     loss = (x * model.input_scale - x_hat).pow(2).sum(1).mean() / model.n_inputs
     if model.activation == "relu":
-        loss = loss + model.l1_coef * model.l1_penalty(codes, x.shape[0])
+        torch.testing.assert_close(sparsity, model.l1_penalty(codes, x.shape[0]))
+        loss = loss + model.l1_coef * sparsity
     if model.activation == "jumprelu":
-        loss = loss + l0_penalty(l0, model.k, 1.0)
+        loss = loss + l0_penalty(sparsity, model.k, 1.0)
     return loss, codes
 
 
@@ -139,3 +140,24 @@ def test_pre_activations_give_b_dec_the_gradient_of_the_centred_input():
     got = gradients(model, (pre * upstream).sum())
     for name, grad in want.items():
         torch.testing.assert_close(got[name], grad, **TOL, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("upstream", ["decoder", "broadcast"])
+def test_relu_penalty_backward_in_place_equals_autograd(upstream):
+    """The in-place backward of dense ReLU codes, whatever shape of gradient arrives (a product's or a broadcast)."""
+    gen = torch.Generator().manual_seed(2)
+    pre0, weights0, W = torch.randn(30, 16, generator=gen), torch.rand(16, generator=gen), torch.randn(16, 5)
+
+    def loss(values, weighted):
+        head = (values @ W).pow(2).sum() if upstream == "decoder" else values.sum()
+        return head + 0.7 * weighted
+
+    pre, weights = pre0.clone().requires_grad_(), weights0.clone().requires_grad_()
+    values = torch.relu(pre)
+    loss(values, (values.sum(0) * weights).sum()).backward()
+    pre_fast, weights_fast = pre0.clone().requires_grad_(), weights0.clone().requires_grad_()
+    values_fast, weighted = _sae._ReLUPenalty.apply(pre_fast * 1.0, weights_fast)
+    torch.testing.assert_close(values_fast, values)
+    loss(values_fast, weighted).backward()
+    torch.testing.assert_close(pre_fast.grad, pre.grad)
+    torch.testing.assert_close(weights_fast.grad, weights.grad)

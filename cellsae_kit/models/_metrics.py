@@ -161,7 +161,7 @@ class TrainingFVU:
     model
         The trained SAE.
     train_indices
-        Rows of the training cells (:attr:`FitResult.train_indices`).
+        Rows of the training cells (``train_indices`` of :class:`FitResult`).
     n_cells
         Rows encoded in all.
 

@@ -270,9 +270,9 @@ class SparseAutoencoder(nn.Module):
         """Encode a training batch with gradients, choosing the cheapest exact computation for the activation.
 
         TopK selects as :meth:`encode`. BatchTopK and Matryoshka select the ``k x batch`` largest pre-activations
-        (on a CPU a block of cells at a time, :func:`select_batch_top`) and attach gradients to them alone
+        (on a CPU a block of cells at a time, ``select_batch_top``) and attach gradients to them alone
         (:meth:`with_gradients`). ReLU and JumpReLU codes are dense in form but mostly zeros once trained: on a CPU,
-        when at most :data:`SPARSE_FRACTION` of the entries are active, the active entries are returned as flat
+        when at most ``SPARSE_FRACTION`` of the entries are active, the active entries are returned as flat
         sparse codes (``rows`` set), which the sparse decoder and the sparse encoder backward then handle;
         otherwise the codes are dense and differentiated through the dense pre-activations. Both give the same
         loss and gradients.
@@ -323,7 +323,7 @@ class SparseAutoencoder(nn.Module):
         The cut-off is estimated on a sample of the batch (:data:`CUT_SAMPLE` cells) and lowered a little
         (:data:`CUT_MARGIN`); the entries above it, a block of cells at a time, are the candidates, and the
         selection among them is exact when they are at least as many as those kept. Otherwise (a sample far from
-        the batch) each cell's ``4 k`` largest entries are the candidates (:func:`select_batch_top`).
+        the batch) each cell's ``4 k`` largest entries are the candidates (``select_batch_top``).
         """
         n_cells, m = x.shape[0], self.n_features
         n_keep, block = min(self.k * n_cells, n_cells * m), self._block(x)
@@ -349,7 +349,7 @@ class SparseAutoencoder(nn.Module):
         the active ones and, with the value 0, the inactive ones within the kernel's band, whose reconstruction
         gradient the thresholds' straight-through estimate needs (:class:`_SparseJumpReLU`). The pre-activations
         are computed a block of cells at a time and only the entries are kept; the first block decides whether
-        the codes are sparse enough (:data:`SPARSE_FRACTION`).
+        the codes are sparse enough (``SPARSE_FRACTION``).
         """
         n_cells, m, block = x.shape[0], self.n_features, self._block(x)
         with torch.no_grad():
@@ -631,7 +631,7 @@ def batch_top(values: torch.Tensor, n_keep: int, per_row: int) -> torch.Tensor:
     row are its largest ones, so the selection runs on each row's ``per_row`` largest entries. A row whose
     smallest candidate reaches the cut-off may keep more than those: such rows (usually few) then enter with all
     their entries and the selection is repeated, which makes the result exact (with many of them, one global
-    selection is cheaper and runs instead). :func:`select_batch_top` is the same on rows computed on demand.
+    selection is cheaper and runs instead). ``select_batch_top`` is the same on rows computed on demand.
 
     Examples
     --------

@@ -215,7 +215,8 @@ def device_name(device) -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"{cpu} ({n} thread{'' if n == 1 else 's'})"
 
 
 def measure(shape: dict, device, repeats: int, precision: str, activations=ACTIVATIONS) -> dict:
@@ -290,11 +291,12 @@ def figure(out: dict, path: Path) -> None:
         ax.set_ylim(0, top * 1.15)
         ax.set_title(f"d={row['d']}, m={row['m']}, k={row['k']}, batch {row['batch_size']}", fontsize=10)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
+    # one legend under the panels: inside them it covers the tallest bar's label
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8, frameon=False, loc="lower center", ncol=2)
     fig.suptitle(
         f"Training speed against a plain loop of the same kind\n{out['device']}, torch {out['torch']}", fontsize=10
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

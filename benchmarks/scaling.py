@@ -175,7 +175,7 @@ def summarise(results: list[dict]) -> dict:
     """Slopes per input, and the memory ratio of its two largest runs (the goal: flat in cells)."""
     out = {}
     for kind in ("dense", "sparse"):
-        rows = [r for r in results if r["kind"] == kind]
+        rows = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["n_cells"])
         if len(rows) < 2:
             continue
         cells = [r["n_cells"] for r in rows]
@@ -187,7 +187,6 @@ def summarise(results: list[dict]) -> dict:
             "slope_wall_seconds": slope(cells, [r["wall_seconds"] for r in rows]),
             "slope_peak_rss": slope(cells, [r["peak_rss_mb"] for r in rows]),
         }
-        rows = sorted(rows, key=lambda r: r["n_cells"])
         out[kind]["rss_ratio_largest_vs_next"] = rows[-1]["peak_rss_mb"] / rows[-2]["peak_rss_mb"]
         out[kind]["rss_ratio_cells"] = [rows[-1]["n_cells"], rows[-2]["n_cells"]]
         out[kind]["rss_ratio_goal"] = RSS_RATIO_GOAL
@@ -233,10 +232,9 @@ def plot(report: dict, path: Path) -> None:
     axes[0].set(xscale="log", yscale="log", xlabel="cells", ylabel="seconds", title="Time (codes written to disk)")
     axes[1].set(xscale="log", yscale="log", xlabel="cells", ylabel="MiB")
     ratios = [
-        f"{kind} {big:,} / {small:,} cells: x{fit['rss_ratio_largest_vs_next']:.2f}"
+        "{} {:,} / {:,} cells: x{:.2f}".format(kind, *fit["rss_ratio_cells"], fit["rss_ratio_largest_vs_next"])
         for kind, fit in report["summary"].items()
         if "rss_ratio_cells" in fit
-        for big, small in [fit["rss_ratio_cells"]]
     ]
     axes[1].set_title("\n".join(["Peak resident memory (VmHWM)", *ratios]), fontsize=9)
     for ax in axes:
